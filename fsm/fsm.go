@@ -1,0 +1,242 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/btree"
+	"github.com/hashicorp/raft"
+)
+
+// btreeDegree gives nodes of up to 63 items: wide enough that the per-node overhead is spread thin
+// and lookups stay shallow, small enough that copy-on-write after a Clone copies little.
+const btreeDegree = 32
+
+// Result is what Apply returns for every log entry; store finds it in ApplyFuture.Response().
+type Result struct {
+	Index     uint64 // the raft log index of this write (its unique write index)
+	Deleted   bool   // OpDelete found the key
+	CASFailed bool   // precondition failed; nothing changed
+	Current   uint64 // on CASFailed: the key's current ModIndex (0 if absent)
+	Err       error  // command could not be decoded (wraps ErrInvalidCommand); nothing changed
+}
+
+// FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
+// from its single FSM goroutine; the read methods may be called from any goroutine at any time.
+type FSM struct {
+	mu      sync.RWMutex // guards tree and members
+	tree    *btree.BTreeG[Entry]
+	members map[string]string // member id → data-dir id
+
+	// applied is written after the state it describes, so a reader that sees index i through
+	// AppliedIndex or WaitApplied also sees every write up to i.
+	applied atomic.Uint64
+
+	waitMu sync.Mutex
+	waitCh chan struct{} // closed when applied advances; nil while nobody waits
+}
+
+var (
+	_ raft.FSM                = (*FSM)(nil)
+	_ raft.ConfigurationStore = (*FSM)(nil)
+)
+
+// New returns an empty FSM at applied index 0.
+func New() *FSM {
+	return &FSM{tree: newTree(), members: make(map[string]string)}
+}
+
+func newTree() *btree.BTreeG[Entry] {
+	return btree.NewG(btreeDegree, func(a, b Entry) bool { return a.Key < b.Key })
+}
+
+// Apply applies one committed log entry and returns its Result (as a value). It is deterministic
+// and never panics: an undecodable command is reported in Result.Err and changes nothing but the
+// applied index, which every entry advances.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	res := f.apply(l)
+	f.advance(l.Index)
+	return res
+}
+
+func (f *FSM) apply(l *raft.Log) Result {
+	res := Result{Index: l.Index}
+	if l.Type != raft.LogCommand {
+		// Raft sends only commands here; anything else carries no write for us.
+		return res
+	}
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		res.Err = fmt.Errorf("apply log index %d: %w", l.Index, err)
+		return res
+	}
+
+	if cmd.Op == OpNoop {
+		return res
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	if cmd.Op == OpSetMember {
+		f.members[cmd.Key] = string(cmd.Value)
+		return res
+	}
+
+	old, found := f.tree.Get(Entry{Key: cmd.Key})
+	if cmd.CAS {
+		var current uint64 // an absent key has ModIndex 0, which is what CASIndex 0 asks for
+		if found {
+			current = old.ModIndex
+		}
+		if current != cmd.CASIndex {
+			res.CASFailed, res.Current = true, current
+			return res
+		}
+	}
+
+	switch cmd.Op {
+	case OpPut:
+		e := Entry{
+			Key: cmd.Key,
+			// Copy: the log's buffer may be reused once Apply returns. make, unlike
+			// bytes.Clone, keeps an empty value non-nil so it reads back as "" and not null.
+			Value:       make([]byte, len(cmd.Value)),
+			CreateIndex: l.Index,
+			ModIndex:    l.Index,
+		}
+		copy(e.Value, cmd.Value)
+		if found {
+			e.CreateIndex = old.CreateIndex
+		}
+		f.tree.ReplaceOrInsert(e)
+	case OpDelete:
+		if found {
+			f.tree.Delete(old)
+			res.Deleted = true
+		}
+	}
+	return res
+}
+
+// StoreConfiguration implements raft.ConfigurationStore. Configuration entries change no data here,
+// but they are log entries a linearizable read may wait for, so they advance the applied index.
+func (f *FSM) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.advance(index)
+}
+
+// advance raises the applied index to index (never lowers it) and wakes every WaitApplied.
+func (f *FSM) advance(index uint64) {
+	for {
+		cur := f.applied.Load()
+		if index <= cur || f.applied.CompareAndSwap(cur, index) {
+			break
+		}
+	}
+	f.wake()
+}
+
+// setApplied sets the applied index even if that lowers it: after Restore the state is exactly the
+// snapshot's, and claiming a later index would let a reader wait for a write that is not there.
+func (f *FSM) setApplied(index uint64) {
+	f.applied.Store(index)
+	f.wake()
+}
+
+func (f *FSM) wake() {
+	f.waitMu.Lock()
+	if f.waitCh != nil {
+		close(f.waitCh)
+		f.waitCh = nil
+	}
+	f.waitMu.Unlock()
+}
+
+// AppliedIndex is the highest log index the FSM has seen: through Apply, StoreConfiguration, or as
+// the index recorded in a restored snapshot.
+func (f *FSM) AppliedIndex() uint64 {
+	return f.applied.Load()
+}
+
+// WaitApplied returns nil once AppliedIndex() >= index, or ctx's error (wrapped) if ctx ends first.
+// It does not allocate when the index is already reached.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		if f.applied.Load() >= index {
+			return nil
+		}
+		f.waitMu.Lock()
+		// Check again under waitMu: advance stores the index before it takes waitMu, so either we
+		// see the new index now or advance sees (and closes) the channel we are about to wait on.
+		if f.applied.Load() >= index {
+			f.waitMu.Unlock()
+			return nil
+		}
+		if f.waitCh == nil {
+			f.waitCh = make(chan struct{})
+		}
+		ch := f.waitCh
+		f.waitMu.Unlock()
+
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("fsm: wait for applied index %d (at %d): %w", index, f.applied.Load(), ctx.Err())
+		}
+	}
+}
+
+// Get returns the entry for key. Its Value is shared with the FSM and must not be modified.
+func (f *FSM) Get(key string) (Entry, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.tree.Get(Entry{Key: key})
+}
+
+// List returns, in byte order, the entries whose keys start with prefix and are strictly greater
+// than after (when after is non-empty), at most limit of them; limit <= 0 means no limit. more
+// reports whether further matching keys exist beyond those returned; pass the last returned key
+// as the next call's after to continue.
+func (f *FSM) List(prefix, after string, limit int) (entries []Entry, more bool) {
+	start := prefix
+	if after != "" {
+		// after+"\x00" is the smallest key strictly greater than after.
+		if next := after + "\x00"; next > start {
+			start = next
+		}
+	}
+
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.tree.AscendGreaterOrEqual(Entry{Key: start}, func(e Entry) bool {
+		// Keys with a common prefix are contiguous in byte order: the first miss ends the range.
+		if !strings.HasPrefix(e.Key, prefix) {
+			return false
+		}
+		if limit > 0 && len(entries) == limit {
+			more = true
+			return false
+		}
+		entries = append(entries, e)
+		return true
+	})
+	return entries, more
+}
+
+// MemberDataID returns the data-dir id last recorded for member id by an OpSetMember command.
+func (f *FSM) MemberDataID(id string) (string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	dataID, ok := f.members[id]
+	return dataID, ok
+}
+
+// Len is the number of keys.
+func (f *FSM) Len() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.tree.Len()
+}

@@ -1,0 +1,325 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"maps"
+	"math"
+	"slices"
+
+	"github.com/google/btree"
+	"github.com/hashicorp/raft"
+)
+
+// Snapshot format, version 1 (integers are uvarints unless stated):
+//
+//	magic        7 bytes  "RKVSNAP"
+//	version      1 byte   = 1
+//	applied      8 bytes  big-endian: the FSM's applied index at the snapshot
+//	members      count, then per member in id order: id, data id (each length-prefixed)
+//	entries      count, then per entry in key order: key, value (each length-prefixed),
+//	             CreateIndex, ModIndex
+//	crc          4 bytes  big-endian CRC-32C of every byte before it
+//
+// The same state always produces the same bytes (members are sorted, the tree is ordered).
+const (
+	snapshotMagic   = "RKVSNAP"
+	snapshotVersion = 1
+)
+
+// ErrInvalidSnapshot is wrapped by Restore errors caused by the snapshot's content (wrong magic or
+// version, checksum mismatch, truncation, malformed fields) as opposed to failing to read it.
+var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapshot is a frozen point in time: a copy-on-write clone of the tree and a copy of the members.
+type snapshot struct {
+	applied uint64
+	members map[string]string
+	tree    *btree.BTreeG[Entry]
+}
+
+// Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
+// on the FSM goroutine, so no Apply runs meanwhile; the write lock keeps readers off the tree while
+// Clone rewires it. Apply may continue as soon as Snapshot returns: it copies the nodes it touches.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &snapshot{
+		applied: f.applied.Load(),
+		members: maps.Clone(f.members),
+		tree:    f.tree.Clone(),
+	}, nil
+}
+
+// Persist streams the snapshot to sink, closing it on success and cancelling it on any error.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel() // the write error is the one worth reporting
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("fsm: persist snapshot: close sink: %w", err)
+	}
+	return nil
+}
+
+// Release is a no-op: the clone is garbage once Raft drops the snapshot.
+func (s *snapshot) Release() {}
+
+func (s *snapshot) write(w io.Writer) error {
+	crc := crc32.New(castagnoli)
+	sw := snapshotWriter{w: bufio.NewWriter(io.MultiWriter(w, crc))}
+
+	sw.write([]byte(snapshotMagic))
+	sw.write([]byte{snapshotVersion})
+	sw.write(binary.BigEndian.AppendUint64(nil, s.applied))
+
+	sw.uvarint(uint64(len(s.members)))
+	for _, id := range slices.Sorted(maps.Keys(s.members)) {
+		sw.string(id)
+		sw.string(s.members[id])
+	}
+
+	sw.uvarint(uint64(s.tree.Len()))
+	s.tree.Ascend(func(e Entry) bool {
+		sw.string(e.Key)
+		sw.uvarint(uint64(len(e.Value)))
+		sw.write(e.Value)
+		sw.uvarint(e.CreateIndex)
+		sw.uvarint(e.ModIndex)
+		return sw.err == nil
+	})
+
+	// Flush before reading the checksum: crc sees bytes only as the buffer drains into it.
+	if sw.err == nil {
+		sw.err = sw.w.Flush()
+	}
+	if sw.err != nil {
+		return sw.err
+	}
+	_, err := w.Write(crc.Sum(nil))
+	return err
+}
+
+// snapshotWriter keeps the first error and turns later writes into no-ops, so the format above reads
+// as a straight sequence of writes with one error check at the end.
+type snapshotWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (sw *snapshotWriter) write(b []byte) {
+	if sw.err == nil {
+		_, sw.err = sw.w.Write(b)
+	}
+}
+
+func (sw *snapshotWriter) uvarint(v uint64) {
+	if sw.err == nil {
+		_, sw.err = sw.w.Write(binary.AppendUvarint(sw.w.AvailableBuffer(), v))
+	}
+}
+
+func (sw *snapshotWriter) string(s string) {
+	sw.uvarint(uint64(len(s)))
+	if sw.err == nil {
+		_, sw.err = sw.w.WriteString(s)
+	}
+}
+
+// Restore replaces the whole state with the snapshot read from rc, or, if the snapshot cannot be
+// read in full and verified, returns an error and leaves the state untouched: the new tree is built
+// aside and swapped in only after the checksum matches. Raft closes rc.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	s, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	f.mu.Lock()
+	f.tree, f.members = s.tree, s.members
+	f.mu.Unlock()
+	f.setApplied(s.applied)
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*snapshot, error) {
+	sr := &snapshotReader{r: bufio.NewReader(r)}
+
+	header := make([]byte, len(snapshotMagic)+1+8)
+	if err := sr.full(header); err != nil {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	if string(header[:len(snapshotMagic)]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: bad magic %q, not a raftkv snapshot", ErrInvalidSnapshot, header[:len(snapshotMagic)])
+	}
+	if v := header[len(snapshotMagic)]; v != snapshotVersion {
+		return nil, fmt.Errorf("%w: unknown format version %d (want %d)", ErrInvalidSnapshot, v, snapshotVersion)
+	}
+	s := &snapshot{
+		applied: binary.BigEndian.Uint64(header[len(snapshotMagic)+1:]),
+		members: make(map[string]string),
+		tree:    newTree(),
+	}
+
+	nMembers, err := sr.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("read member count: %w", err)
+	}
+	for i := range nMembers {
+		id, err := sr.string()
+		if err != nil {
+			return nil, fmt.Errorf("read member %d: %w", i, err)
+		}
+		dataID, err := sr.string()
+		if err != nil {
+			return nil, fmt.Errorf("read member %d: %w", i, err)
+		}
+		s.members[id] = dataID
+	}
+
+	nEntries, err := sr.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("read entry count: %w", err)
+	}
+	var prev string
+	for i := range nEntries {
+		e, err := sr.entry()
+		if err != nil {
+			return nil, fmt.Errorf("read entry %d of %d: %w", i, nEntries, err)
+		}
+		// Writers emit keys in strictly ascending order; anything else is damage, and checking it
+		// guarantees the count we read is the count we hold.
+		if i > 0 && e.Key <= prev {
+			return nil, fmt.Errorf("%w: entry %d key %q not after %q", ErrInvalidSnapshot, i, e.Key, prev)
+		}
+		prev = e.Key
+		s.tree.ReplaceOrInsert(e)
+	}
+
+	want := sr.crc
+	trailer := make([]byte, 4)
+	if _, err := io.ReadFull(sr.r, trailer); err != nil {
+		return nil, fmt.Errorf("read checksum: %w", truncated(err))
+	}
+	if got := binary.BigEndian.Uint32(trailer); got != want {
+		return nil, fmt.Errorf("%w: checksum mismatch: stored %#08x, computed %#08x", ErrInvalidSnapshot, got, want)
+	}
+	if _, err := sr.r.ReadByte(); err != io.EOF {
+		if err != nil {
+			return nil, fmt.Errorf("read past checksum: %w", err)
+		}
+		return nil, fmt.Errorf("%w: trailing bytes after checksum", ErrInvalidSnapshot)
+	}
+	return s, nil
+}
+
+// snapshotReader checksums exactly the bytes it consumes, which a hashing reader under the bufio
+// could not: bufio reads ahead into the checksum trailer.
+type snapshotReader struct {
+	r       *bufio.Reader
+	crc     uint32
+	one     [1]byte
+	readErr error // the last error from r, to tell a failing reader from malformed bytes
+}
+
+func (sr *snapshotReader) ReadByte() (byte, error) {
+	b, err := sr.r.ReadByte()
+	if err != nil {
+		sr.readErr = err
+		return 0, err
+	}
+	sr.one[0] = b
+	sr.crc = crc32.Update(sr.crc, castagnoli, sr.one[:])
+	return b, nil
+}
+
+func (sr *snapshotReader) Read(p []byte) (int, error) {
+	n, err := sr.r.Read(p)
+	sr.crc = crc32.Update(sr.crc, castagnoli, p[:n])
+	return n, err
+}
+
+func (sr *snapshotReader) full(p []byte) error {
+	_, err := io.ReadFull(sr, p)
+	return truncated(err)
+}
+
+func (sr *snapshotReader) uvarint() (uint64, error) {
+	sr.readErr = nil
+	v, err := binary.ReadUvarint(sr)
+	switch {
+	case err == nil:
+		return v, nil
+	case sr.readErr == nil: // the bytes were there but do not form a varint (overflow)
+		return 0, fmt.Errorf("%w: %w", ErrInvalidSnapshot, err)
+	default:
+		return 0, truncated(err)
+	}
+}
+
+// maxPrealloc bounds how much a length prefix alone can make us allocate. Longer fields grow as
+// their bytes actually arrive, so a corrupt length fails at the end of the input (or the checksum)
+// instead of exhausting memory first.
+const maxPrealloc = 64 << 10
+
+func (sr *snapshotReader) bytes() ([]byte, error) {
+	n, err := sr.uvarint()
+	if err != nil {
+		return nil, err
+	}
+	if n <= maxPrealloc {
+		b := make([]byte, n)
+		return b, sr.full(b)
+	}
+	if n > math.MaxInt64 {
+		return nil, fmt.Errorf("%w: field length %d", ErrInvalidSnapshot, n)
+	}
+	b, err := io.ReadAll(io.LimitReader(sr, int64(n)))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(b)) != n {
+		return nil, truncated(io.ErrUnexpectedEOF)
+	}
+	// ReadAll over-allocates as it grows; keep only what the entry needs.
+	exact := make([]byte, n)
+	copy(exact, b)
+	return exact, nil
+}
+
+func (sr *snapshotReader) string() (string, error) {
+	b, err := sr.bytes()
+	return string(b), err
+}
+
+func (sr *snapshotReader) entry() (Entry, error) {
+	var e Entry
+	var err error
+	if e.Key, err = sr.string(); err != nil {
+		return Entry{}, fmt.Errorf("key: %w", err)
+	}
+	if e.Value, err = sr.bytes(); err != nil {
+		return Entry{}, fmt.Errorf("value of %q: %w", e.Key, err)
+	}
+	if e.CreateIndex, err = sr.uvarint(); err != nil {
+		return Entry{}, fmt.Errorf("create index of %q: %w", e.Key, err)
+	}
+	if e.ModIndex, err = sr.uvarint(); err != nil {
+		return Entry{}, fmt.Errorf("mod index of %q: %w", e.Key, err)
+	}
+	return e, nil
+}
+
+// truncated marks running out of input as a damaged snapshot; other read errors pass through.
+func truncated(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: truncated: %w", ErrInvalidSnapshot, io.ErrUnexpectedEOF)
+	}
+	return err
+}

@@ -1,0 +1,103 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config is everything a node needs to open its store. Zero values take the defaults below.
+type Config struct {
+	NodeID  string
+	DataDir string
+
+	RaftAddr            string // bind address of the node-to-node port (Raft and internal RPC)
+	RaftAdvertise       string // address other nodes dial; empty = RaftAddr
+	GossipAddr          string // bind address for gossip (UDP and TCP)
+	GossipAdvertise     string
+	HTTPAdvertise       string   // published by gossip so that status can show every node's API address
+	Join                []string // gossip addresses of existing members
+	BootstrapExpect     int      // form a new cluster once this many nodes see each other (0: never)
+	LeaveOnTerminate    bool     // leave the cluster gracefully on Close (otherwise Close looks like a failure and the node stays a voter)
+	SnapshotThreshold   uint64
+	SnapshotInterval    time.Duration
+	TrailingLogs        uint64
+	RequestTimeout      time.Duration // bound on any request, including the wait for a leader
+	ReconcileInterval   time.Duration
+	GossipProbeInterval time.Duration // tests shorten failure detection; 0 keeps memberlist's default
+
+	Logger *slog.Logger
+}
+
+// Defaults for a single node on loopback.
+const (
+	DefaultRaftAddr          = "127.0.0.1:7001"
+	DefaultGossipAddr        = "127.0.0.1:7002"
+	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotInterval  = 30 * time.Second
+	DefaultTrailingLogs      = 10240
+	DefaultRequestTimeout    = 5 * time.Second
+	DefaultReconcileInterval = 2 * time.Second
+)
+
+func (c *Config) applyDefaults() {
+	if c.RaftAddr == "" {
+		c.RaftAddr = DefaultRaftAddr
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = DefaultGossipAddr
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is empty"))
+	} else if len(c.NodeID) > 128 {
+		errs = append(errs, fmt.Errorf("node id %q is longer than 128 bytes", c.NodeID))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty"))
+	}
+	for name, addr := range map[string]string{
+		"raft address": c.RaftAddr, "gossip address": c.GossipAddr,
+	} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("bootstrap-expect must be >= 0, got %d", c.BootstrapExpect))
+	}
+	if c.TrailingLogs < 1 {
+		errs = append(errs, errors.New("trailing logs must be >= 1"))
+	}
+	if c.SnapshotInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("snapshot interval %s is too short (min 100ms)", c.SnapshotInterval))
+	}
+	if c.RequestTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("request timeout %s is too short (min 100ms)", c.RequestTimeout))
+	}
+	return errors.Join(errs...)
+}

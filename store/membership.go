@@ -1,0 +1,362 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/transport"
+)
+
+const (
+	membershipChangeTimeout = 10 * time.Second
+	// A non-voter is promoted once its applied index is within this many entries of the leader's.
+	caughtUpLag = 256
+	// bootstrapStable is how long the same set of nodes must be seen before bootstrapping with it, so
+	// that nodes racing through start-up agree on one configuration.
+	bootstrapStable = time.Second
+)
+
+// watchLeadership runs leaderLoop for exactly as long as this node leads.
+func (s *Store) watchLeadership(notify <-chan bool) {
+	var stopLeading func()
+	defer func() {
+		if stopLeading != nil {
+			stopLeading()
+		}
+	}()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case leading := <-notify:
+			switch {
+			case leading && stopLeading == nil:
+				stopLeading = s.startLeaderLoop()
+			case !leading && stopLeading != nil:
+				stopLeading()
+				stopLeading = nil
+				s.logger.Info("lost leadership")
+			}
+		}
+	}
+}
+
+// startLeaderLoop starts leaderLoop and returns the function that stops it and waits for it.
+func (s *Store) startLeaderLoop() func() {
+	ctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.leaderLoop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func (s *Store) leaderLoop(ctx context.Context) {
+	term := s.raft.CurrentTerm()
+	s.logger.Info("became leader", "term", term)
+	if !s.establishLeadership(ctx) {
+		return
+	}
+	s.logger.Info("leader ready", "term", s.raft.CurrentTerm(), "commit_index", s.raft.CommitIndex())
+	ticker := time.NewTicker(s.cfg.ReconcileInterval)
+	defer ticker.Stop()
+	for {
+		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("membership reconcile failed; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.gossip.Changes():
+		case <-ticker.C:
+		}
+	}
+}
+
+// establishLeadership commits a no-op command in the new term. Once it is applied, this leader's
+// commit index covers everything earlier leaders committed, and its FSM has applied it all.
+func (s *Store) establishLeadership(ctx context.Context) bool {
+	noop := fsm.Command{Op: fsm.OpNoop}.Encode()
+	for {
+		term := s.raft.CurrentTerm()
+		err := s.raft.Apply(noop, s.cfg.RequestTimeout).Error()
+		if err == nil && s.isLeader() && s.raft.CurrentTerm() == term {
+			s.readyTerm.Store(term)
+			return true
+		}
+		if !s.isLeader() || ctx.Err() != nil {
+			return false
+		}
+		s.logger.Warn("leadership no-op failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// reconcile makes the Raft configuration follow gossip. It is idempotent: every pass compares the two
+// views and fixes the first differences, so a lost event or a failed change is repaired on the next pass.
+func (s *Store) reconcile(ctx context.Context) error {
+	servers, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range s.gossip.Members() {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if m.ID == s.cfg.NodeID {
+			continue
+		}
+		if err := s.reconcileMember(ctx, m, servers); err != nil {
+			errs = append(errs, fmt.Errorf("member %s: %w", m.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers map[raft.ServerID]raft.Server) error {
+	id := raft.ServerID(m.ID)
+	srv, inConfig := servers[id]
+	switch m.State {
+	case transport.StateLeft:
+		if !inConfig {
+			return nil
+		}
+		s.logger.Info("member left gracefully; removing it from raft", "member", m.ID)
+		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
+	case transport.StateAlive:
+	default:
+		// A failed node stays a voter: it may come back with its data, and removing it would shrink
+		// the quorum behind the operator's back. `cluster remove` is the explicit way.
+		return nil
+	}
+	if m.RaftAddr == "" {
+		return nil
+	}
+	addr := raft.ServerAddress(m.RaftAddr)
+	recorded, hasRecord := s.fsm.MemberDataID(m.ID)
+	switch {
+	case !inConfig:
+		s.logger.Info("adding member as non-voter", "member", m.ID, "raft_addr", m.RaftAddr)
+		if err := s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
+			return fmt.Errorf("add non-voter: %w", err)
+		}
+		return s.recordMember(m)
+	case hasRecord && recorded != m.DataID:
+		// Same id, different data dir: the node lost the log it had acknowledged. Counting it as the
+		// voter it was could lose committed writes, so it goes out and comes back as a new member.
+		s.logger.Warn("member came back with a wiped data dir; removing it to re-add it fresh", "member", m.ID)
+		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
+	}
+	if srv.Address != addr {
+		s.logger.Info("member address changed", "member", m.ID, "old", srv.Address, "new", addr)
+		var err error
+		if srv.Suffrage == raft.Voter {
+			err = s.raft.AddVoter(id, addr, 0, membershipChangeTimeout).Error()
+		} else {
+			err = s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error()
+		}
+		if err != nil {
+			return fmt.Errorf("update address: %w", err)
+		}
+	}
+	if !hasRecord {
+		if err := s.recordMember(m); err != nil {
+			return err
+		}
+	}
+	if srv.Suffrage != raft.Voter && s.caughtUp(ctx, m.RaftAddr) {
+		s.logger.Info("promoting caught-up member to voter", "member", m.ID)
+		if err := s.raft.AddVoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
+			return fmt.Errorf("promote: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) recordMember(m transport.Member) error {
+	cmd := fsm.Command{Op: fsm.OpSetMember, Key: m.ID, Value: []byte(m.DataID)}
+	if _, err := s.applyLocal(cmd.Encode()); err != nil {
+		return fmt.Errorf("record data id: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) caughtUp(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := s.rpc.Call(ctx, addr, rpcApplied, nil)
+	if err != nil {
+		return false
+	}
+	payload, err := decodeResponse(addr, resp)
+	if err != nil {
+		return false
+	}
+	applied, err := decodeUvarint(payload)
+	return err == nil && applied+caughtUpLag >= s.fsm.AppliedIndex()
+}
+
+func (s *Store) configuration() (map[raft.ServerID]raft.Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	servers := make(map[raft.ServerID]raft.Server)
+	for _, srv := range f.Configuration().Servers {
+		servers[srv.ID] = srv
+	}
+	return servers, nil
+}
+
+// bootstrapLoop forms a new cluster once exactly BootstrapExpect state-less nodes (this one included)
+// have seen each other by gossip for bootstrapStable. Every one of them bootstraps with the same
+// configuration (sorted ids), so it does not matter which goes first.
+func (s *Store) bootstrapLoop() {
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	var (
+		candidate string
+		since     time.Time
+		warned    bool
+	)
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-ticker.C:
+		case <-s.gossip.Changes():
+		}
+		if s.raft.LastIndex() > 0 {
+			return // we were added to an existing cluster
+		}
+		var servers []raft.Server
+		existing := false
+		for _, m := range s.gossip.Members() {
+			if m.State != transport.StateAlive || m.RaftAddr == "" {
+				continue
+			}
+			existing = existing || m.HasState
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
+		}
+		if existing || len(servers) != s.cfg.BootstrapExpect {
+			if !warned && (existing || len(servers) > s.cfg.BootstrapExpect) {
+				s.logger.Warn("not bootstrapping: a cluster already exists or more nodes than --bootstrap-expect are up; waiting to be added",
+					"seen", len(servers), "expect", s.cfg.BootstrapExpect, "existing_cluster", existing)
+				warned = true
+			}
+			candidate = ""
+			continue
+		}
+		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+		key := fmt.Sprint(servers)
+		if key != candidate {
+			candidate, since = key, time.Now()
+			continue
+		}
+		if time.Since(since) < bootstrapStable {
+			continue
+		}
+		err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			s.logger.Error("bootstrap failed", "err", err)
+			continue
+		}
+		s.logger.Info("bootstrapped cluster", "servers", key)
+		m := s.gossip.LocalMeta()
+		m.HasState = true
+		if err := s.gossip.SetMeta(m); err != nil {
+			s.logger.Warn("publish gossip metadata", "err", err)
+		}
+		return
+	}
+}
+
+// Join makes this node gossip-join the cluster at addrs; the cluster's leader then adds it to Raft.
+func (s *Store) Join(ctx context.Context, addrs []string) error {
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("%w: join address %q is not host:port", ErrInvalid, a)
+		}
+	}
+	if _, err := s.gossip.Join(addrs); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Leave departs the cluster gracefully: leadership is handed over first if this node leads, then gossip
+// announces the departure and the leader removes this node from Raft. The process keeps running until
+// stopped, no longer a member.
+func (s *Store) Leave(ctx context.Context) error {
+	if s.isLeader() {
+		servers, err := s.configuration()
+		if err == nil && len(servers) > 1 {
+			if err := s.raft.LeadershipTransfer().Error(); err != nil {
+				return fmt.Errorf("hand over leadership before leaving: %w", err)
+			}
+		}
+	}
+	if err := s.gossip.Leave(5 * time.Second); err != nil {
+		return err
+	}
+	s.logger.Info("left the cluster")
+	return nil
+}
+
+// RemoveMember removes a node from the Raft configuration (the leader does it; followers forward).
+func (s *Store) RemoveMember(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) error {
+		if local {
+			return s.removeLocal(id)
+		}
+		resp, err := s.rpc.Call(ctx, addr, rpcRemove, []byte(id))
+		if err != nil {
+			if retryWrite(err) {
+				return err
+			}
+			return fmt.Errorf("%w: forwarding removal to leader %s: %v", ErrIndeterminate, addr, err)
+		}
+		_, err = decodeResponse(addr, resp)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("remove member %q: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Store) removeLocal(id string) error {
+	if !s.isLeader() {
+		return errNotLeader
+	}
+	servers, err := s.configuration()
+	if err != nil {
+		return err
+	}
+	if _, ok := servers[raft.ServerID(id)]; !ok {
+		return fmt.Errorf("%w: %q is not in the raft configuration", ErrUnknownMember, id)
+	}
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, membershipChangeTimeout).Error(); err != nil {
+		return classifyApplyError(err)
+	}
+	s.logger.Info("removed member", "member", id)
+	return nil
+}

@@ -1,0 +1,272 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/transport"
+)
+
+const (
+	raftDBFile       = "raft.db"
+	snapshotsRetain  = 2
+	logCacheSize     = 1024
+	raftDialTimeout  = 10 * time.Second
+	rpcDialTimeout   = 2 * time.Second
+	raftShutdownWait = 10 * time.Second
+)
+
+// Store is one node's replicated key-value store.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+	ident  identity
+
+	fsm    *fsm.FSM
+	raft   *raft.Raft
+	bolt   *raftboltdb.BoltStore
+	mux    *transport.Mux
+	rpcSrv *transport.RPCServer
+	rpc    *transport.RPCClient
+	gossip *transport.Gossip
+	reads  *readBatcher
+
+	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
+	// own. Until then its commit index may lag entries committed by the previous leader, so it must
+	// not hand out read indexes (Raft §6.4; consul #2644).
+	readyTerm atomic.Uint64
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the node's data dir, starts Raft, the node-to-node port and gossip, and
+// begins joining or bootstrapping a cluster in the background. It returns once the node is running,
+// not once it is part of a cluster: Ready says that.
+func Open(cfg Config) (_ *Store, err error) {
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	ident, err := loadIdentity(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Store{cfg: cfg, logger: cfg.Logger, ident: ident, fsm: fsm.New()}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var undo []func()
+	defer func() {
+		if err != nil {
+			s.cancel()
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	if s.bolt, err = openBolt(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { s.bolt.Close() })
+	logs, err := raft.NewLogCache(logCacheSize, s.bolt)
+	if err != nil {
+		return nil, fmt.Errorf("log cache: %w", err)
+	}
+	raftLog := newHclog(s.logger, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetain, raftLog)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: open snapshot store: %w", cfg.DataDir, err)
+	}
+
+	if s.mux, err = transport.Listen(cfg.RaftAddr, cfg.RaftAdvertise, s.logger.With("component", "mux")); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { s.mux.Close() })
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s.mux.RaftLayer(),
+		MaxPool: 3,
+		Timeout: raftDialTimeout,
+		Logger:  raftLog,
+		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
+		// pipelined follower until the leader restarts (raft #611/#612).
+		MaxRPCsInFlight: 1,
+	})
+	undo = append(undo, func() { trans.Close() })
+
+	hasState, err := raft.HasExistingState(logs, s.bolt, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s is corrupt: read raft state: %w", cfg.DataDir, err)
+	}
+
+	notify := make(chan bool, 1)
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = raftLog
+	rc.NotifyCh = notify
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft config: %w", err)
+	}
+	if s.raft, err = newRaft(rc, s.fsm, logs, s.bolt, snaps, trans); err != nil {
+		return nil, fmt.Errorf("data dir %s: start raft: %w", cfg.DataDir, err)
+	}
+	undo = append(undo, func() { s.raft.Shutdown().Error() })
+	s.reads = newReadBatcher(s.confirmReadIndex)
+
+	s.rpc = transport.NewRPCClient(rpcDialTimeout)
+	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))
+	undo = append(undo, func() { s.rpcSrv.Close(context.Background()); s.rpc.Close() })
+
+	s.gossip, err = transport.StartGossip(transport.GossipConfig{
+		BindAddr:      cfg.GossipAddr,
+		AdvertiseAddr: cfg.GossipAdvertise,
+		Meta: transport.Meta{
+			ID:       cfg.NodeID,
+			RaftAddr: s.mux.Addr().String(),
+			HTTPAddr: cfg.HTTPAdvertise,
+			DataID:   ident.DataID,
+			HasState: hasState,
+		},
+		Logger:        s.logger.With("component", "gossip"),
+		ProbeInterval: cfg.GossipProbeInterval,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	s.logger.Info("node started", "id", cfg.NodeID, "raft_addr", s.mux.Addr().String(),
+		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState)
+
+	s.goRun(func() { s.watchLeadership(notify) })
+	s.goRun(s.reads.run(s.ctx))
+	s.goRun(s.publishStateLoop)
+	if len(cfg.Join) > 0 {
+		s.goRun(func() {
+			if err := s.gossip.JoinWithRetry(s.ctx, cfg.Join); err != nil && s.ctx.Err() == nil {
+				s.logger.Error("gossip join gave up", "err", err)
+			}
+		})
+	}
+	if !hasState && cfg.BootstrapExpect > 0 {
+		s.goRun(s.bootstrapLoop)
+	}
+	return s, nil
+}
+
+func openBolt(dir string) (*raftboltdb.BoltStore, error) {
+	path := filepath.Join(dir, raftDBFile)
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path: path,
+		BoltOptions: &bbolt.Options{
+			Timeout: time.Second,
+			// The free list is rebuilt on open instead of written on every commit: cheaper commits
+			// on a log that grows and is truncated all the time.
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	switch {
+	case err == nil:
+		return store, nil
+	case errors.Is(err, bbolt.ErrTimeout):
+		return nil, fmt.Errorf("data dir %s is in use by another process (the lock on %s is held)", dir, path)
+	default:
+		return nil, fmt.Errorf("data dir %s is corrupt: open raft log %s: %w", dir, path, err)
+	}
+}
+
+// newRaft turns a panic while reading a damaged log into an error, so that a corrupt data dir is
+// reported at start-up instead of crashing the process with a stack trace.
+func newRaft(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("raft state is corrupt: %v", p)
+		}
+	}()
+	return raft.NewRaft(rc, f, logs, stable, snaps, trans)
+}
+
+func (s *Store) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// publishStateLoop keeps the HasState flag in gossip metadata true to fact, so bootstrapping nodes can
+// tell whether a cluster already exists.
+func (s *Store) publishStateLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		has := s.raft.LastIndex() > 0
+		if m := s.gossip.LocalMeta(); m.HasState != has {
+			m.HasState = has
+			if err := s.gossip.SetMeta(m); err != nil {
+				s.logger.Warn("publish gossip metadata", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops the node: background work first, then gossip (leaving gracefully if configured),
+// Raft, the node-to-node port, and finally the BoltDB file. Safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.cfg.LeaveOnTerminate {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+			if err := s.Leave(ctx); err != nil {
+				s.logger.Warn("graceful leave failed; the node will be seen as failed", "err", err)
+			}
+			cancel()
+		}
+		s.cancel()
+		s.wg.Wait()
+		var errs []error
+		if err := s.gossip.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+		}
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("stop raft: %w", err))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), raftShutdownWait)
+		s.rpcSrv.Close(ctx)
+		cancel()
+		s.rpc.Close()
+		s.mux.Close()
+		if err := s.bolt.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft log: %w", err))
+		}
+		s.closeErr = errors.Join(errs...)
+		s.logger.Info("node stopped", "id", s.cfg.NodeID)
+	})
+	return s.closeErr
+}

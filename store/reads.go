@@ -1,0 +1,174 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Get returns key's entry, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, key string, c Consistency) (Entry, error) {
+	if c == Linearizable {
+		if err := s.waitLinearizable(ctx); err != nil {
+			return Entry{}, fmt.Errorf("get %q: %w", key, err)
+		}
+	}
+	e, ok := s.fsm.Get(key)
+	if !ok {
+		return Entry{}, ErrNotFound
+	}
+	return e, nil
+}
+
+// List returns up to limit keys with prefix that sort after `after`, and whether more remain.
+func (s *Store) List(ctx context.Context, prefix, after string, limit int, c Consistency) ([]Entry, bool, error) {
+	if c == Linearizable {
+		if err := s.waitLinearizable(ctx); err != nil {
+			return nil, false, fmt.Errorf("list %q: %w", prefix, err)
+		}
+	}
+	entries, more := s.fsm.List(prefix, after, limit)
+	return entries, more, nil
+}
+
+// StaleInfo says how far behind a stale read from this node may be.
+func (s *Store) StaleInfo() StaleInfo {
+	addr, _ := s.raft.LeaderWithID()
+	info := StaleInfo{KnownLeader: addr != "", AppliedIndex: s.fsm.AppliedIndex()}
+	if !s.isLeader() {
+		if lc := s.raft.LastContact(); !lc.IsZero() {
+			info.LastContact = time.Since(lc)
+		}
+	}
+	return info
+}
+
+// waitLinearizable returns once this node's state reflects every write acknowledged before the call:
+// it gets a read index confirmed by a quorum (locally when leading, from the leader otherwise) and
+// waits until its own FSM has applied it. Followers then serve from their own state.
+func (s *Store) waitLinearizable(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	var idx uint64
+	err := s.withLeader(ctx, retryRead, func(local bool, addr string) (err error) {
+		if local {
+			idx, err = s.reads.readIndex(ctx)
+		} else {
+			idx, err = s.forwardReadIndex(ctx, addr)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.fsm.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w: applying up to read index %d: %v", ErrTimeout, idx, err)
+	}
+	return nil
+}
+
+func (s *Store) forwardReadIndex(ctx context.Context, addr string) (uint64, error) {
+	resp, err := s.rpc.Call(ctx, addr, rpcReadIndex, nil)
+	if err != nil {
+		return 0, err
+	}
+	payload, err := decodeResponse(addr, resp)
+	if err != nil {
+		return 0, err
+	}
+	return decodeUvarint(payload)
+}
+
+// confirmReadIndex is one ReadIndex round on the leader. The commit index recorded before a successful
+// VerifyLeader, in an unchanged term that already has a committed entry of ours, covers every write
+// acknowledged before the round began. That index is always one the FSM sees (our term's first FSM
+// entry is the leadership no-op command, and everything after it is a command or a configuration), so
+// followers can wait for it.
+func (s *Store) confirmReadIndex() (uint64, error) {
+	if !s.isLeader() {
+		return 0, errNotLeader
+	}
+	term := s.raft.CurrentTerm()
+	if s.readyTerm.Load() != term {
+		return 0, errLeaderNotReady
+	}
+	idx := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("%w: %v", errNotLeader, err)
+	}
+	if s.raft.CurrentTerm() != term || s.raft.State() != raft.Leader {
+		return 0, fmt.Errorf("%w: term changed during read confirmation", errNotLeader)
+	}
+	return idx, nil
+}
+
+// readBatcher shares one leadership confirmation among every read that arrived before it started
+// (etcd's linearizableReadLoop): a quorum round per batch, never per read. A read that arrives while a
+// round is in flight waits for the next one, because the round in flight may have recorded its index
+// before the read's preceding writes were acknowledged.
+type readBatcher struct {
+	confirm func() (uint64, error)
+	mu      sync.Mutex
+	pending *readBatch
+	kick    chan struct{}
+}
+
+type readBatch struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+func newReadBatcher(confirm func() (uint64, error)) *readBatcher {
+	return &readBatcher{confirm: confirm, kick: make(chan struct{}, 1)}
+}
+
+func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
+	b.mu.Lock()
+	if b.pending == nil {
+		b.pending = &readBatch{done: make(chan struct{})}
+	}
+	batch := b.pending
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-batch.done:
+		return batch.index, batch.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (b *readBatcher) run(ctx context.Context) func() {
+	return func() {
+		for {
+			select {
+			case <-ctx.Done():
+				b.mu.Lock()
+				if b.pending != nil {
+					b.pending.err = ErrShuttingDown
+					close(b.pending.done)
+					b.pending = nil
+				}
+				b.mu.Unlock()
+				return
+			case <-b.kick:
+			}
+			b.mu.Lock()
+			batch := b.pending
+			b.pending = nil
+			b.mu.Unlock()
+			if batch == nil {
+				continue
+			}
+			batch.index, batch.err = b.confirm()
+			close(batch.done)
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/raftkv/raftkv/fsm"
+)
+
+// Internal RPC methods, served on the raft port (see transport). Followers call the leader's.
+const (
+	rpcApply     = "apply"     // req: encoded fsm.Command; resp: apply result
+	rpcReadIndex = "readindex" // resp: a read index confirmed by a quorum
+	rpcApplied   = "applied"   // resp: the callee's applied index (caught-up checks)
+	rpcRemove    = "remove"    // req: member id
+)
+
+// errNotLeader means "ask the current leader instead": the request had no effect.
+var errNotLeader = errors.New("not the leader")
+
+// errLeaderNotReady: this node leads but has not committed an entry of its own term yet.
+var errLeaderNotReady = errors.New("leader not ready for reads yet")
+
+// wireErrors maps the outcomes a caller must distinguish to one byte on the wire; index 0 is success
+// and an unlisted error travels as errRemote with its message.
+var wireErrors = []error{
+	nil, errNotLeader, errLeaderNotReady, ErrIndeterminate, ErrTimeout, ErrShuttingDown,
+	ErrUnknownMember, ErrInvalid, ErrNoLeader,
+}
+
+var errRemote = errors.New("leader failed the request")
+
+const wireOther = 0xff
+
+func encodeResponse(err error, payload []byte) []byte {
+	if err == nil {
+		return append([]byte{0}, payload...)
+	}
+	code := byte(wireOther)
+	for i, e := range wireErrors[1:] {
+		if errors.Is(err, e) {
+			code = byte(i + 1)
+			break
+		}
+	}
+	return append([]byte{code}, err.Error()...)
+}
+
+// decodeResponse returns the payload, or the leader's error re-wrapped around the same sentinel.
+func decodeResponse(addr string, b []byte) ([]byte, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty response from %s", errRemote, addr)
+	}
+	code, rest := b[0], b[1:]
+	switch {
+	case code == 0:
+		return rest, nil
+	case int(code) < len(wireErrors):
+		return nil, fmt.Errorf("leader %s: %s: %w", addr, rest, wireErrors[code])
+	default:
+		return nil, fmt.Errorf("%w %s: %s", errRemote, addr, rest)
+	}
+}
+
+func encodeResult(r fsm.Result) []byte {
+	b := make([]byte, 0, 2*binary.MaxVarintLen64+1)
+	b = binary.AppendUvarint(b, r.Index)
+	b = binary.AppendUvarint(b, r.Current)
+	var flags byte
+	if r.Deleted {
+		flags |= 1
+	}
+	if r.CASFailed {
+		flags |= 2
+	}
+	return append(b, flags)
+}
+
+func decodeResult(b []byte) (fsm.Result, error) {
+	var r fsm.Result
+	idx, n := binary.Uvarint(b)
+	if n <= 0 {
+		return r, errors.New("bad apply result: index")
+	}
+	cur, m := binary.Uvarint(b[n:])
+	if m <= 0 || len(b) != n+m+1 {
+		return r, errors.New("bad apply result: length")
+	}
+	flags := b[n+m]
+	r.Index, r.Current, r.Deleted, r.CASFailed = idx, cur, flags&1 != 0, flags&2 != 0
+	return r, nil
+}
+
+func decodeUvarint(b []byte) (uint64, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) {
+		return 0, errors.New("bad uvarint payload")
+	}
+	return v, nil
+}
+
+func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byte, error) {
+	switch method {
+	case rpcApply:
+		if _, err := fsm.DecodeCommand(req); err != nil {
+			return encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil), nil
+		}
+		res, err := s.applyLocal(req)
+		if err != nil {
+			return encodeResponse(err, nil), nil
+		}
+		return encodeResponse(nil, encodeResult(res)), nil
+	case rpcReadIndex:
+		if !s.isLeader() {
+			return encodeResponse(errNotLeader, nil), nil
+		}
+		idx, err := s.reads.readIndex(ctx)
+		if err != nil {
+			return encodeResponse(err, nil), nil
+		}
+		return encodeResponse(nil, binary.AppendUvarint(nil, idx)), nil
+	case rpcApplied:
+		return encodeResponse(nil, binary.AppendUvarint(nil, s.fsm.AppliedIndex())), nil
+	case rpcRemove:
+		return encodeResponse(s.removeLocal(string(req)), nil), nil
+	default:
+		return nil, fmt.Errorf("unknown rpc method %q", method)
+	}
+}

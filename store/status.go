@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+const (
+	// A follower that has not heard from the leader for this long is not ready.
+	readyMaxContactAge = 5 * time.Second
+	// A node more than this many entries behind the commit index is still catching up.
+	readyMaxLag = 1024
+)
+
+// Status is this node's view of the cluster: Raft's configuration merged with gossip's member list.
+func (s *Store) Status(ctx context.Context) (Status, error) {
+	servers, err := s.configuration()
+	if err != nil {
+		return Status{}, err
+	}
+	leaderAddr, leaderID := s.raft.LeaderWithID()
+	st := Status{
+		NodeID:       s.cfg.NodeID,
+		State:        s.raft.State().String(),
+		Term:         s.raft.CurrentTerm(),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.fsm.AppliedIndex(),
+		LastIndex:    s.raft.LastIndex(),
+	}
+	members := make(map[string]*Member)
+	for id, srv := range servers {
+		members[string(id)] = &Member{
+			ID:          string(id),
+			RaftAddr:    string(srv.Address),
+			Suffrage:    suffrageName(srv.Suffrage),
+			GossipState: "unknown",
+		}
+	}
+	for _, g := range s.gossip.Members() {
+		m, ok := members[g.ID]
+		if !ok {
+			m = &Member{ID: g.ID, RaftAddr: g.RaftAddr, Suffrage: "none"}
+			members[g.ID] = m
+		}
+		m.HTTPAddr, m.GossipAddr, m.GossipState = g.HTTPAddr, g.GossipAddr, g.State
+		if m.RaftAddr == "" {
+			m.RaftAddr = g.RaftAddr
+		}
+	}
+	for _, m := range members {
+		if leaderID != "" && m.ID == string(leaderID) {
+			m.Leader = true
+			c := *m
+			if c.RaftAddr == "" {
+				c.RaftAddr = string(leaderAddr)
+			}
+			st.Leader = &c
+		}
+		st.Members = append(st.Members, *m)
+	}
+	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
+	return st, nil
+}
+
+func suffrageName(s raft.ServerSuffrage) string {
+	switch s {
+	case raft.Voter:
+		return "voter"
+	case raft.Nonvoter:
+		return "nonvoter"
+	default:
+		return "staging"
+	}
+}
+
+// Ready is nil when this node is a member of a cluster with a known, reachable leader and has applied
+// (nearly) everything committed: a load balancer can send it traffic.
+func (s *Store) Ready() error {
+	if s.ctx.Err() != nil {
+		return ErrShuttingDown
+	}
+	_, leaderID := s.raft.LeaderWithID()
+	if leaderID == "" {
+		return fmt.Errorf("%w: no known leader", ErrNotReady)
+	}
+	servers, err := s.configuration()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotReady, err)
+	}
+	if _, ok := servers[raft.ServerID(s.cfg.NodeID)]; !ok {
+		return fmt.Errorf("%w: not a member of the raft configuration (yet)", ErrNotReady)
+	}
+	if s.isLeader() {
+		if s.readyTerm.Load() != s.raft.CurrentTerm() {
+			return fmt.Errorf("%w: new leader has not committed in its term yet", ErrNotReady)
+		}
+		return nil
+	}
+	if age := time.Since(s.raft.LastContact()); age > readyMaxContactAge {
+		return fmt.Errorf("%w: no contact with the leader for %s", ErrNotReady, age.Round(time.Millisecond))
+	}
+	if commit, applied := s.raft.CommitIndex(), s.raft.AppliedIndex(); commit > applied+readyMaxLag {
+		return fmt.Errorf("%w: catching up (applied %d of %d)", ErrNotReady, applied, commit)
+	}
+	return nil
+}

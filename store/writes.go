@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/fsm"
+)
+
+// Put writes value under key, if pre holds. It returns the write's index.
+func (s *Store) Put(ctx context.Context, key string, value []byte, pre Precondition) (uint64, error) {
+	res, err := s.write(ctx, fsm.Command{Op: fsm.OpPut, Key: key, Value: value, CAS: pre.Check, CASIndex: pre.Index})
+	if err != nil {
+		return 0, fmt.Errorf("put %q: %w", key, err)
+	}
+	if res.CASFailed {
+		return 0, &CASMismatchError{Key: key, Current: res.Current}
+	}
+	return res.Index, nil
+}
+
+// Delete removes key, if pre holds. deleted says whether the key existed.
+func (s *Store) Delete(ctx context.Context, key string, pre Precondition) (uint64, bool, error) {
+	res, err := s.write(ctx, fsm.Command{Op: fsm.OpDelete, Key: key, CAS: pre.Check, CASIndex: pre.Index})
+	if err != nil {
+		return 0, false, fmt.Errorf("delete %q: %w", key, err)
+	}
+	if res.CASFailed {
+		return 0, false, &CASMismatchError{Key: key, Current: res.Current}
+	}
+	return res.Index, res.Deleted, nil
+}
+
+func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	b := cmd.Encode()
+	var res fsm.Result
+	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
+		if local {
+			res, err = s.applyLocal(b)
+		} else {
+			res, err = s.forwardApply(ctx, addr, b)
+		}
+		return err
+	})
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	if res.Err != nil {
+		return fsm.Result{}, fmt.Errorf("%w: %v", ErrInvalid, res.Err)
+	}
+	return res, nil
+}
+
+// applyLocal hands an encoded command to Raft on this (leader) node and waits for the FSM's answer.
+func (s *Store) applyLocal(cmd []byte) (fsm.Result, error) {
+	f := s.raft.Apply(cmd, s.cfg.RequestTimeout)
+	if err := f.Error(); err != nil {
+		return fsm.Result{}, classifyApplyError(err)
+	}
+	res, ok := f.Response().(fsm.Result)
+	if !ok {
+		return fsm.Result{}, fmt.Errorf("unexpected fsm response %T", f.Response())
+	}
+	return res, nil
+}
+
+// classifyApplyError separates failures that left the log untouched (safe to retry elsewhere) from
+// those after which the entry may still commit.
+func classifyApplyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", errNotLeader, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: raft did not accept the write in time", ErrTimeout)
+	default: // ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore, …
+		return fmt.Errorf("%w: %v", ErrIndeterminate, err)
+	}
+}
+
+func (s *Store) forwardApply(ctx context.Context, addr string, cmd []byte) (fsm.Result, error) {
+	resp, err := s.rpc.Call(ctx, addr, rpcApply, cmd)
+	if err != nil {
+		if retryWrite(err) {
+			return fsm.Result{}, err
+		}
+		// The request may have reached the leader and been applied.
+		return fsm.Result{}, fmt.Errorf("%w: forwarding to leader %s: %v", ErrIndeterminate, addr, err)
+	}
+	payload, err := decodeResponse(addr, resp)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return decodeResult(payload)
+}

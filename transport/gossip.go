@@ -1,0 +1,287 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Meta is what every node publishes about itself by gossip. Keep it well under memberlist's
+// 512-byte metadata limit.
+type Meta struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft"`
+	HTTPAddr string `json:"http"`
+	// DataID identifies the data directory: it changes when a node's disk is wiped, even if its id
+	// stays the same, which is how the leader tells a restart from a replacement.
+	DataID string `json:"data"`
+	// HasState is true once the node holds Raft state (bootstrapped or replicated). Nodes do not
+	// bootstrap a new cluster while any member they see already has state.
+	HasState bool `json:"state"`
+}
+
+// Gossip states as reported to operators.
+const (
+	StateAlive   = "alive"
+	StateSuspect = "suspect"
+	StateDead    = "dead"
+	StateLeft    = "left"
+)
+
+// Member is one node as gossip sees it.
+type Member struct {
+	Meta
+	GossipAddr string
+	State      string
+}
+
+// GossipConfig configures the gossip layer.
+type GossipConfig struct {
+	BindAddr      string // host:port for gossip (UDP and TCP)
+	AdvertiseAddr string // host:port others reach; empty = BindAddr
+	Meta          Meta
+	Logger        *slog.Logger
+	// Tuning for tests; zero values keep memberlist's LAN defaults.
+	ProbeInterval time.Duration
+}
+
+// Gossip wraps one memberlist instance: it publishes this node's Meta and tracks every member's state,
+// including the dead and the departed, which memberlist itself forgets.
+type Gossip struct {
+	ml     *memberlist.Memberlist
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	meta    Meta
+	members map[string]Member // by node name (= node id)
+
+	changes chan struct{}
+}
+
+// StartGossip binds the gossip port and starts memberlist.
+func StartGossip(cfg GossipConfig) (*Gossip, error) {
+	host, port, err := splitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", cfg.BindAddr, err)
+	}
+	g := &Gossip{
+		logger:  cfg.Logger,
+		meta:    cfg.Meta,
+		members: make(map[string]Member),
+		changes: make(chan struct{}, 1),
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Meta.ID
+	mc.BindAddr, mc.BindPort = host, port
+	if cfg.AdvertiseAddr != "" {
+		ahost, aport, err := splitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("advertised gossip address %q: %w", cfg.AdvertiseAddr, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("gossip address %s binds all interfaces: set an advertise address other nodes can reach", cfg.BindAddr)
+	}
+	if cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = cfg.ProbeInterval
+	}
+	// A node restarted with a new address (a container with a new IP) keeps its name; without a reclaim
+	// time memberlist refuses it forever (memberlist #157).
+	mc.DeadNodeReclaimTime = time.Second
+	mc.Delegate = (*gossipDelegate)(g)
+	mc.Events = (*gossipEvents)(g)
+	mc.Conflict = (*gossipEvents)(g)
+	mc.Logger = newStdLogger(cfg.Logger)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+// LocalAddr is the advertised gossip address of this node.
+func (g *Gossip) LocalAddr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join contacts the given gossip addresses and returns how many answered.
+func (g *Gossip) Join(addrs []string) (int, error) {
+	n, err := g.ml.Join(addrs)
+	if n > 0 {
+		return n, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("no member answered at %v", addrs)
+	}
+	return 0, fmt.Errorf("gossip join %v: %w", addrs, err)
+}
+
+// JoinWithRetry keeps trying to join addrs with capped exponential backoff until one answers or ctx
+// ends. Nodes of a cluster start in any order, so the first attempts are expected to fail.
+func (g *Gossip) JoinWithRetry(ctx context.Context, addrs []string) error {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		n, err := g.Join(addrs)
+		if err == nil {
+			g.logger.Info("joined cluster by gossip", "contacted", n, "attempt", attempt)
+			return nil
+		}
+		g.logger.Warn("gossip join failed, retrying", "addrs", addrs, "attempt", attempt, "retry_in", backoff, "err", err)
+		jitter := time.Duration(rand.Int64N(int64(backoff) / 4))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// SetMeta publishes new metadata for this node.
+func (g *Gossip) SetMeta(m Meta) error {
+	g.mu.Lock()
+	g.meta = m
+	g.mu.Unlock()
+	return g.ml.UpdateNode(5 * time.Second)
+}
+
+// LocalMeta is the metadata this node publishes.
+func (g *Gossip) LocalMeta() Meta {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.meta
+}
+
+// Members returns every node gossip knows of, sorted by id; members that died or left are included
+// with that state until they come back.
+func (g *Gossip) Members() []Member {
+	live := g.ml.Members()
+	g.mu.Lock()
+	out := make(map[string]Member, len(g.members))
+	for name, m := range g.members {
+		out[name] = m
+	}
+	g.mu.Unlock()
+	for _, n := range live {
+		m := out[n.Name]
+		if meta, ok := decodeMeta(n.Meta); ok {
+			m.Meta = meta
+		}
+		m.GossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		m.State = stateName(n.State)
+		out[n.Name] = m
+	}
+	list := make([]Member, 0, len(out))
+	for _, m := range out {
+		if m.ID == "" {
+			continue // metadata not seen yet
+		}
+		list = append(list, m)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	return list
+}
+
+// Changes delivers a (coalesced) signal whenever membership or metadata changes.
+func (g *Gossip) Changes() <-chan struct{} { return g.changes }
+
+// Leave announces a graceful departure: others see this node as left, not failed.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("gossip leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossip without announcing anything: others will see this node fail.
+func (g *Gossip) Shutdown() error { return g.ml.Shutdown() }
+
+func (g *Gossip) record(n *memberlist.Node) {
+	meta, ok := decodeMeta(n.Meta)
+	g.mu.Lock()
+	m := g.members[n.Name]
+	if ok {
+		m.Meta = meta
+	}
+	m.GossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	m.State = stateName(n.State)
+	g.members[n.Name] = m
+	g.mu.Unlock()
+	select {
+	case g.changes <- struct{}{}:
+	default:
+	}
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return StateAlive
+	case memberlist.StateSuspect:
+		return StateSuspect
+	case memberlist.StateLeft:
+		return StateLeft
+	default:
+		return StateDead
+	}
+}
+
+func decodeMeta(b []byte) (Meta, bool) {
+	var m Meta
+	if len(b) == 0 || json.Unmarshal(b, &m) != nil || m.ID == "" {
+		return Meta{}, false
+	}
+	return m, true
+}
+
+type gossipDelegate Gossip
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	g := (*Gossip)(d)
+	b, err := json.Marshal(g.LocalMeta())
+	if err != nil || len(b) > limit {
+		g.logger.Error("gossip metadata does not fit", "size", len(b), "limit", limit, "err", err)
+		return nil
+	}
+	return b
+}
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type gossipEvents Gossip
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n) }
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n) }
+func (e *gossipEvents) NotifyConflict(existing, other *memberlist.Node) {
+	(*Gossip)(e).logger.Error("two nodes claim the same id: node ids must be unique",
+		"id", existing.Name, "existing", existing.Address(), "other", other.Address())
+}

@@ -1,0 +1,205 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The first byte a dialer writes selects the protocol on the shared port.
+const (
+	protoRaft byte = 'R'
+	protoRPC  byte = 'F'
+)
+
+// handshakeTimeout bounds how long an accepted connection may take to name its protocol, so that a
+// silent client (or a port scanner) cannot pin an accept slot.
+const handshakeTimeout = 5 * time.Second
+
+// Mux accepts connections on one listener and hands each to the Raft stream layer or to the RPC
+// server according to its first byte.
+type Mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	logger    *slog.Logger
+
+	raft *subListener
+	rpc  *subListener
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Listen binds addr and advertises advertise (addr itself when empty). The advertised address is what
+// other nodes dial, so it must be reachable from them: containers bind 0.0.0.0 and advertise their IP.
+func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on raft address %s: %w", addr, err)
+	}
+	adv, err := advertisedAddr(ln.Addr(), advertise)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	m := &Mux{ln: ln, advertise: adv, logger: logger, done: make(chan struct{})}
+	m.raft = newSubListener(adv, m.done)
+	m.rpc = newSubListener(adv, m.done)
+	m.wg.Add(1)
+	go m.serve()
+	return m, nil
+}
+
+func advertisedAddr(bound net.Addr, advertise string) (net.Addr, error) {
+	if advertise == "" {
+		tcp := bound.(*net.TCPAddr)
+		if tcp.IP.IsUnspecified() {
+			return nil, fmt.Errorf("raft address %s binds all interfaces: set an advertise address other nodes can reach", bound)
+		}
+		return bound, nil
+	}
+	tcp, err := net.ResolveTCPAddr("tcp", advertise)
+	if err != nil {
+		return nil, fmt.Errorf("resolve advertised raft address %q: %w", advertise, err)
+	}
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return nil, fmt.Errorf("advertised raft address %q must be a concrete IP other nodes can reach", advertise)
+	}
+	return tcp, nil
+}
+
+// Addr is the address other nodes dial to reach this one.
+func (m *Mux) Addr() net.Addr { return m.advertise }
+
+// RaftLayer is the raft.StreamLayer of this port.
+func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{subListener: m.raft} }
+
+// RPCListener yields the connections that asked for the internal RPC.
+func (m *Mux) RPCListener() net.Listener { return m.rpc }
+
+// Close stops accepting and closes the shared listener. Connections already handed out are closed by
+// their owners (Raft's transport, the RPC server).
+func (m *Mux) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+		m.wg.Wait()
+	})
+	return err
+}
+
+func (m *Mux) serve() {
+	defer m.wg.Done()
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.logger.Error("raft port accept failed", "err", err)
+			return
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.route(conn)
+		}()
+	}
+}
+
+func (m *Mux) route(conn net.Conn) {
+	var first [1]byte
+	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		m.logger.Debug("connection closed before naming its protocol", "remote", conn.RemoteAddr(), "err", err)
+		conn.Close()
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	var target *subListener
+	switch first[0] {
+	case protoRaft:
+		target = m.raft
+	case protoRPC:
+		target = m.rpc
+	default:
+		m.logger.Warn("unknown protocol on raft port", "remote", conn.RemoteAddr(), "byte", first[0])
+		conn.Close()
+		return
+	}
+	select {
+	case target.conns <- conn:
+	case <-target.closed:
+		conn.Close()
+	case <-m.done:
+		conn.Close()
+	}
+}
+
+// subListener is a net.Listener fed by the Mux.
+type subListener struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	muxDone   <-chan struct{}
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newSubListener(addr net.Addr, muxDone <-chan struct{}) *subListener {
+	return &subListener{addr: addr, conns: make(chan net.Conn), muxDone: muxDone, closed: make(chan struct{})}
+}
+
+func (l *subListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-l.muxDone:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *subListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *subListener) Addr() net.Addr { return l.addr }
+
+type raftLayer struct{ *subListener }
+
+func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialProto(string(address), protoRaft, timeout)
+}
+
+func dialProto(address string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetNoDelay(true)
+	}
+	conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte{proto}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
