@@ -91,7 +91,7 @@ type Member struct {
 	GossipAddr string `json:"gossip_addr,omitempty"`
 	// Suffrage is "voter", "nonvoter" or "none" (seen by gossip, not in the Raft configuration).
 	Suffrage string `json:"suffrage"`
-	// GossipState is "alive", "suspect", "dead", "left" or "unknown" (in Raft but not seen by gossip).
+	// GossipState is "alive", "dead", "left" or "unknown" (in Raft but not seen by gossip).
 	GossipState string `json:"gossip_state"`
 	Leader      bool   `json:"leader"`
 }

@@ -135,7 +135,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	undo = append(undo, func() { s.raft.Shutdown().Error() })
 	s.reads = newReadBatcher(s.confirmReadIndex)
 
-	s.rpc = transport.NewRPCClient(rpcDialTimeout)
+	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
 	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))
 	undo = append(undo, func() { s.rpcSrv.Close(context.Background()); s.rpc.Close() })
 

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -27,14 +28,16 @@ type Meta struct {
 	// HasState is true once the node holds Raft state (bootstrapped or replicated). Nodes do not
 	// bootstrap a new cluster while any member they see already has state.
 	HasState bool `json:"state"`
+	// Left is set just before a graceful departure. memberlist's leave event does not say whether a
+	// node left or failed, so the departing node says so itself.
+	Left bool `json:"left,omitempty"`
 }
 
 // Gossip states as reported to operators.
 const (
-	StateAlive   = "alive"
-	StateSuspect = "suspect"
-	StateDead    = "dead"
-	StateLeft    = "left"
+	StateAlive = "alive"
+	StateDead  = "dead"
+	StateLeft  = "left"
 )
 
 // Member is one node as gossip sees it.
@@ -65,6 +68,7 @@ type Gossip struct {
 	members map[string]Member // by node name (= node id)
 
 	changes chan struct{}
+	left    atomic.Bool // after Leave, this node must not announce itself alive again
 }
 
 // StartGossip binds the gossip port and starts memberlist.
@@ -163,8 +167,12 @@ func (g *Gossip) JoinWithRetry(ctx context.Context, addrs []string) error {
 	}
 }
 
-// SetMeta publishes new metadata for this node.
+// SetMeta publishes new metadata for this node. After Leave it does nothing: an update would
+// announce the node alive again and undo the departure.
 func (g *Gossip) SetMeta(m Meta) error {
+	if g.left.Load() {
+		return nil
+	}
 	g.mu.Lock()
 	g.meta = m
 	g.mu.Unlock()
@@ -179,31 +187,17 @@ func (g *Gossip) LocalMeta() Meta {
 }
 
 // Members returns every node gossip knows of, sorted by id; members that died or left are included
-// with that state until they come back.
+// with that state until they come back. It is built from the event callbacks only: memberlist's own
+// Members() hands out nodes that its goroutines keep mutating.
 func (g *Gossip) Members() []Member {
-	live := g.ml.Members()
 	g.mu.Lock()
-	out := make(map[string]Member, len(g.members))
-	for name, m := range g.members {
-		out[name] = m
+	list := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		if m.ID != "" { // metadata not seen yet otherwise
+			list = append(list, m)
+		}
 	}
 	g.mu.Unlock()
-	for _, n := range live {
-		m := out[n.Name]
-		if meta, ok := decodeMeta(n.Meta); ok {
-			m.Meta = meta
-		}
-		m.GossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-		m.State = stateName(n.State)
-		out[n.Name] = m
-	}
-	list := make([]Member, 0, len(out))
-	for _, m := range out {
-		if m.ID == "" {
-			continue // metadata not seen yet
-		}
-		list = append(list, m)
-	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
 	return list
 }
@@ -213,6 +207,12 @@ func (g *Gossip) Changes() <-chan struct{} { return g.changes }
 
 // Leave announces a graceful departure: others see this node as left, not failed.
 func (g *Gossip) Leave(timeout time.Duration) error {
+	m := g.LocalMeta()
+	m.Left = true
+	if err := g.SetMeta(m); err != nil {
+		return fmt.Errorf("announce departure: %w", err)
+	}
+	g.left.Store(true)
 	if err := g.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("gossip leave: %w", err)
 	}
@@ -222,7 +222,9 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 // Shutdown stops gossip without announcing anything: others will see this node fail.
 func (g *Gossip) Shutdown() error { return g.ml.Shutdown() }
 
-func (g *Gossip) record(n *memberlist.Node) {
+// record notes a member's latest state. alive says which kind of event it came from: memberlist's
+// Node.State is not filled in for events, so the event itself is the state.
+func (g *Gossip) record(n *memberlist.Node, alive bool) {
 	meta, ok := decodeMeta(n.Meta)
 	g.mu.Lock()
 	m := g.members[n.Name]
@@ -230,25 +232,19 @@ func (g *Gossip) record(n *memberlist.Node) {
 		m.Meta = meta
 	}
 	m.GossipAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	m.State = stateName(n.State)
+	switch {
+	case m.Left:
+		m.State = StateLeft
+	case alive:
+		m.State = StateAlive
+	default:
+		m.State = StateDead
+	}
 	g.members[n.Name] = m
 	g.mu.Unlock()
 	select {
 	case g.changes <- struct{}{}:
 	default:
-	}
-}
-
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return StateAlive
-	case memberlist.StateSuspect:
-		return StateSuspect
-	case memberlist.StateLeft:
-		return StateLeft
-	default:
-		return StateDead
 	}
 }
 
@@ -278,9 +274,9 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type gossipEvents Gossip
 
-func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n) }
-func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n) }
-func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n) }
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n, true) }
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n, false) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n, true) }
 func (e *gossipEvents) NotifyConflict(existing, other *memberlist.Node) {
 	(*Gossip)(e).logger.Error("two nodes claim the same id: node ids must be unique",
 		"id", existing.Name, "existing", existing.Address(), "other", other.Address())

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -35,6 +36,11 @@ type Mux struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+
+	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
+	isolated atomic.Bool
+	connsMu  sync.Mutex
+	conns    map[net.Conn]struct{}
 }
 
 // Listen binds addr and advertises advertise (addr itself when empty). The advertised address is what
@@ -49,7 +55,7 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 		ln.Close()
 		return nil, err
 	}
-	m := &Mux{ln: ln, advertise: adv, logger: logger, done: make(chan struct{})}
+	m := &Mux{ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 	m.raft = newSubListener(adv, m.done)
 	m.rpc = newSubListener(adv, m.done)
 	m.wg.Add(1)
@@ -79,7 +85,7 @@ func advertisedAddr(bound net.Addr, advertise string) (net.Addr, error) {
 func (m *Mux) Addr() net.Addr { return m.advertise }
 
 // RaftLayer is the raft.StreamLayer of this port.
-func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{subListener: m.raft} }
+func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{subListener: m.raft, mux: m} }
 
 // RPCListener yields the connections that asked for the internal RPC.
 func (m *Mux) RPCListener() net.Listener { return m.rpc }
@@ -122,6 +128,10 @@ func (m *Mux) serve() {
 }
 
 func (m *Mux) route(conn net.Conn) {
+	conn, ok := m.track(conn)
+	if !ok {
+		return
+	}
 	var first [1]byte
 	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
@@ -181,10 +191,71 @@ func (l *subListener) Close() error {
 
 func (l *subListener) Addr() net.Addr { return l.addr }
 
-type raftLayer struct{ *subListener }
+type raftLayer struct {
+	*subListener
+	mux *Mux
+}
 
 func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialProto(string(address), protoRaft, timeout)
+	return l.mux.dial(string(address), protoRaft, timeout)
+}
+
+// Isolate cuts this node's port off from every peer, both ways, until called with false: open
+// connections are closed, new ones refused. It simulates a network partition in tests.
+func (m *Mux) Isolate(on bool) {
+	m.isolated.Store(on)
+	if !on {
+		return
+	}
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	for c := range m.conns {
+		c.Close()
+	}
+}
+
+var errIsolated = errors.New("node is isolated")
+
+func (m *Mux) dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
+	if m.isolated.Load() {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errIsolated}
+	}
+	conn, err := dialProto(address, proto, timeout)
+	if err != nil {
+		return nil, err
+	}
+	conn, ok := m.track(conn)
+	if !ok {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errIsolated}
+	}
+	return conn, nil
+}
+
+// track registers conn so Isolate can cut it, or closes it at once if the node is isolated.
+func (m *Mux) track(conn net.Conn) (net.Conn, bool) {
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	if m.isolated.Load() {
+		conn.Close()
+		return nil, false
+	}
+	m.conns[conn] = struct{}{}
+	return &trackedConn{Conn: conn, mux: m}, true
+}
+
+type trackedConn struct {
+	net.Conn
+	mux  *Mux
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.mux.connsMu.Lock()
+		delete(c.mux.conns, c.Conn)
+		c.mux.connsMu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func dialProto(address string, proto byte, timeout time.Duration) (net.Conn, error) {

@@ -75,15 +75,15 @@ type RPCClient struct {
 	tr   *http.Transport
 }
 
-// NewRPCClient returns a client whose connections are dialed with dialTimeout.
-func NewRPCClient(dialTimeout time.Duration) *RPCClient {
+// NewRPCClient returns a client whose connections leave through m, dialed with dialTimeout.
+func NewRPCClient(m *Mux, dialTimeout time.Duration) *RPCClient {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			timeout := dialTimeout
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 				timeout = time.Until(dl)
 			}
-			return dialProto(addr, protoRPC, timeout)
+			return m.dial(addr, protoRPC, timeout)
 		},
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 128,

@@ -1,0 +1,581 @@
+package main
+
+// client.go is the HTTP client for raftkv's public API: one small type with a method per endpoint and the
+// retry loop in one place (do). The client commands and `raftkv dev` use it; it speaks the wire contract
+// (JSON shapes mirrored below), never the server's Go types, so it builds even while those change.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	defaultAddr       = "127.0.0.1:7000"
+	defaultTimeout    = 15 * time.Second
+	defaultMinBackoff = 100 * time.Millisecond
+	defaultMaxBackoff = 2 * time.Second
+	// dialTimeout bounds one connection attempt, so a black-holed node costs seconds, not the whole budget.
+	dialTimeout = 3 * time.Second
+)
+
+// Error codes the client treats specially (docs/design.md has the full table).
+const (
+	codeKeyNotFound   = "key_not_found"
+	codeUnknownMember = "unknown_member"
+	codeCASMismatch   = "cas_mismatch"
+	codeIndeterminate = "indeterminate"
+	codeNoLeader      = "no_leader"
+	codeNotReady      = "not_ready"
+	codeTimeout       = "timeout"
+	codeShuttingDown  = "shutting_down"
+)
+
+var (
+	// errIndeterminate: a write may or may not have been applied (its connection broke after the request
+	// was sent, or the call was interrupted while waiting for the answer). Never retried.
+	errIndeterminate = errors.New("the write may or may not have been applied")
+	// errGaveUp: transient failures lasted for the whole retry budget.
+	errGaveUp = errors.New("gave up")
+)
+
+// apiError is an error answer from a node: {"error": "...", "code": "..."} plus the HTTP status.
+type apiError struct {
+	node    string // host:port that answered
+	status  int
+	code    string // empty when the body was not a raftkv error (e.g. from a proxy)
+	msg     string
+	current uint64 // cas_mismatch only: the key's current modify index (0 when absent)
+}
+
+func (e *apiError) Error() string {
+	s := fmt.Sprintf("%s answered %d: %q", e.node, e.status, e.msg)
+	if e.code != "" {
+		s += " (code " + e.code + ")"
+	}
+	switch e.code {
+	case codeCASMismatch:
+		s = fmt.Sprintf("cas failed, current index is %d: %s", e.current, s)
+	case codeIndeterminate:
+		s = errIndeterminate.Error() + ": " + s
+	}
+	return s
+}
+
+// transportError is a failure to get an answer at all. sent reports whether the request may have reached
+// the node: only a failure to connect (dial, DNS) proves it did not.
+type transportError struct {
+	node string
+	sent bool
+	err  error
+}
+
+func (e *transportError) Error() string { return e.node + ": " + e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
+
+// clientConfig configures a client; zero fields take the defaults.
+type clientConfig struct {
+	addrs      []string      // "host:port", optionally with an http:// or https:// scheme
+	timeout    time.Duration // total retry budget of one call (default 15 s)
+	minBackoff time.Duration // first retry delay (default 100 ms), doubling up to maxBackoff
+	maxBackoff time.Duration // default 2 s
+	httpClient *http.Client  // default: see newHTTPClient
+}
+
+// client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
+type client struct {
+	bases []string // normalized base URLs, "http://host:port"
+	cfg   clientConfig
+	hc    *http.Client
+
+	mu  sync.Mutex
+	cur int // index in bases of the node to try first: the last one that answered
+}
+
+func newClient(cfg clientConfig) (*client, error) {
+	if len(cfg.addrs) == 0 {
+		return nil, errors.New("no node address given")
+	}
+	bases := make([]string, 0, len(cfg.addrs))
+	for _, a := range cfg.addrs {
+		b, err := normalizeAddr(a)
+		if err != nil {
+			return nil, err
+		}
+		bases = append(bases, b)
+	}
+	if cfg.timeout < 0 || cfg.minBackoff < 0 || cfg.maxBackoff < 0 {
+		return nil, errors.New("timeouts must not be negative")
+	}
+	if cfg.timeout == 0 {
+		cfg.timeout = defaultTimeout
+	}
+	if cfg.minBackoff == 0 {
+		cfg.minBackoff = defaultMinBackoff
+	}
+	if cfg.maxBackoff == 0 {
+		cfg.maxBackoff = defaultMaxBackoff
+	}
+	cfg.maxBackoff = max(cfg.maxBackoff, cfg.minBackoff)
+	hc := cfg.httpClient
+	if hc == nil {
+		hc = newHTTPClient()
+	}
+	return &client{bases: bases, cfg: cfg, hc: hc}, nil
+}
+
+// newHTTPClient connects directly (no proxy: a proxy's 502 would hide whether a write reached the node,
+// and nodes are addressed by IP anyway) and never follows redirects (the API has none; following one on
+// a PUT could write a different key).
+func newHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// close releases idle connections.
+func (c *client) close() { c.hc.CloseIdleConnections() }
+
+// splitAddrs splits a comma-separated address list, dropping empty items.
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// normalizeAddr turns "host:port", "http://host:port" or "https://host:port/" into a base URL.
+func normalizeAddr(a string) (string, error) {
+	a = strings.TrimSuffix(strings.TrimSpace(a), "/")
+	scheme := "http"
+	if i := strings.Index(a, "://"); i >= 0 {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.RawQuery != "" {
+			return "", fmt.Errorf("invalid node address %q: want host:port or http://host:port", a)
+		}
+		scheme, a = u.Scheme, u.Host
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || port == "" {
+		return "", fmt.Errorf("invalid node address %q: want host:port or http://host:port", a)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port), nil
+}
+
+// nodeName is a base URL as shown in messages: host:port.
+func nodeName(base string) string {
+	_, hostport, _ := strings.Cut(base, "://")
+	return hostport
+}
+
+// kvPath is the escaped path of a key: every segment is path-escaped, "/" stays the separator.
+// (url.PathEscape on the whole key would turn "/" into %2F; the server accepts both, but this keeps
+// paths readable in logs.)
+func kvPath(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/v1/kv/" + strings.Join(segs, "/")
+}
+
+// call is one API request.
+type call struct {
+	method string
+	path   string // already escaped
+	query  url.Values
+	body   []byte // nil: no body
+	ctype  string
+	// write marks a request that changes state: once it may have reached a node, a failure is reported
+	// as indeterminate and never retried.
+	write bool
+}
+
+// response is a 2xx answer, body read in full.
+type response struct {
+	node   string
+	header http.Header
+	body   []byte
+}
+
+// do runs a call with the retry policy, trying the nodes in turn until one answers or the budget is
+// spent. Retried: failures to connect; for reads, any transport failure; 503 no_leader / not_ready /
+// timeout / shutting_down (nothing was applied). Not retried: 4xx, 503 indeterminate on writes, and a
+// write whose connection broke after sending. Retry-After is not honoured: the backoff (capped at 2 s)
+// is in the same range and other nodes may answer sooner.
+func (c *client) do(ctx context.Context, cl call) (*response, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.timeout)
+	defer cancel()
+	backoff := c.cfg.minBackoff
+	for attempt := 1; ; attempt++ {
+		base := c.first()
+		resp, err := c.once(ctx, base, cl)
+		if err == nil {
+			return resp, nil
+		}
+		var te *transportError
+		if cl.write && errors.As(err, &te) && te.sent {
+			return nil, fmt.Errorf("%w: %w", errIndeterminate, err)
+		}
+		if !retryable(cl, err) {
+			return nil, err
+		}
+		c.rotate(base)
+		delay := backoff/2 + rand.N(backoff/2+1) // jitter in [backoff/2, backoff]
+		backoff = min(2*backoff, c.cfg.maxBackoff)
+		if parent.Err() != nil {
+			return nil, fmt.Errorf("interrupted: %w", err)
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < delay {
+			return nil, fmt.Errorf("%w after %s and %d attempts; last error: %w", errGaveUp, c.cfg.timeout, attempt, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if parent.Err() != nil {
+				return nil, fmt.Errorf("interrupted: %w", err)
+			}
+			return nil, fmt.Errorf("%w after %s and %d attempts; last error: %w", errGaveUp, c.cfg.timeout, attempt, err)
+		case <-t.C:
+		}
+	}
+}
+
+func retryable(cl call, err error) bool {
+	var te *transportError
+	if errors.As(err, &te) {
+		return !cl.write || !te.sent
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.code {
+	case codeNoLeader, codeNotReady, codeTimeout, codeShuttingDown:
+		return true
+	case codeIndeterminate:
+		return !cl.write
+	}
+	// A read may also retry a gateway-ish failure without a raftkv code.
+	return !cl.write && ae.code == "" &&
+		(ae.status == http.StatusBadGateway || ae.status == http.StatusServiceUnavailable || ae.status == http.StatusGatewayTimeout)
+}
+
+func (c *client) first() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bases[c.cur]
+}
+
+// rotate moves on from base to the next node, unless another goroutine already did.
+func (c *client) rotate(base string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bases[c.cur] == base {
+		c.cur = (c.cur + 1) % len(c.bases)
+	}
+}
+
+// once sends cl to one node. A non-2xx answer is returned as *apiError, no answer as *transportError.
+func (c *client) once(ctx context.Context, base string, cl call) (*response, error) {
+	node := nodeName(base)
+	u := base + cl.path
+	if len(cl.query) > 0 {
+		u += "?" + cl.query.Encode()
+	}
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", node, err)
+	}
+	if cl.ctype != "" {
+		req.Header.Set("Content-Type", cl.ctype)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ue, ok := err.(*url.Error); ok {
+			err = ue.Err // drop the method and URL: the node and the command say enough
+		}
+		return nil, &transportError{node: node, sent: !isDialError(err), err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, &transportError{node: node, sent: true, err: fmt.Errorf("reading answer: %w", err)}
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, decodeAPIError(node, resp.StatusCode, b)
+	}
+	return &response{node: node, header: resp.Header, body: b}, nil
+}
+
+// isDialError reports whether err happened while connecting, i.e. before any byte of the request left.
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func decodeAPIError(node string, status int, body []byte) *apiError {
+	var e struct {
+		Error        string `json:"error"`
+		Code         string `json:"code"`
+		CurrentIndex uint64 `json:"current_index"`
+	}
+	ae := &apiError{node: node, status: status}
+	if json.Unmarshal(body, &e) == nil && (e.Error != "" || e.Code != "") {
+		ae.code, ae.msg, ae.current = e.Code, e.Error, e.CurrentIndex
+		return ae
+	}
+	ae.msg = strings.TrimSpace(string(body))
+	if len(ae.msg) > 200 {
+		ae.msg = ae.msg[:200] + "..."
+	}
+	if ae.msg == "" {
+		ae.msg = http.StatusText(status)
+	}
+	return ae
+}
+
+func decodeBody(resp *response, v any) error {
+	if err := json.Unmarshal(resp.body, v); err != nil {
+		return fmt.Errorf("%s: unexpected answer: %w", resp.node, err)
+	}
+	return nil
+}
+
+// casCond is an optional cas precondition; it is also the --cas flag's value.
+type casCond struct {
+	set   bool
+	index uint64 // the key's modify index must equal this; 0 means the key must be absent
+}
+
+func (c *casCond) String() string {
+	if c == nil || !c.set {
+		return ""
+	}
+	return strconv.FormatUint(c.index, 10)
+}
+
+func (c *casCond) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return errors.New("want a non-negative integer index")
+	}
+	c.set, c.index = true, v
+	return nil
+}
+
+func (c casCond) query() url.Values {
+	if !c.set {
+		return nil
+	}
+	return url.Values{"cas": {strconv.FormatUint(c.index, 10)}}
+}
+
+// put writes key and returns the write's index.
+func (c *client) put(ctx context.Context, key string, value []byte, cas casCond) (uint64, error) {
+	if value == nil {
+		value = []byte{}
+	}
+	resp, err := c.do(ctx, call{method: http.MethodPut, path: kvPath(key), query: cas.query(),
+		body: value, ctype: "application/octet-stream", write: true})
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	return out.Index, decodeBody(resp, &out)
+}
+
+// kvValue is a GET answer.
+type kvValue struct {
+	value       []byte
+	createIndex uint64
+	modIndex    uint64
+}
+
+func (c *client) get(ctx context.Context, key string, stale bool) (kvValue, error) {
+	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), query: consistency(stale)})
+	if err != nil {
+		return kvValue{}, err
+	}
+	v := kvValue{value: resp.body}
+	v.createIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Create-Index"), 10, 64)
+	v.modIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Mod-Index"), 10, 64)
+	return v, nil
+}
+
+// delete removes key; deleted is false when it did not exist.
+func (c *client) delete(ctx context.Context, key string, cas casCond) (index uint64, deleted bool, err error) {
+	resp, err := c.do(ctx, call{method: http.MethodDelete, path: kvPath(key), query: cas.query(), write: true})
+	if err != nil {
+		return 0, false, err
+	}
+	var out struct {
+		Index   uint64 `json:"index"`
+		Deleted bool   `json:"deleted"`
+	}
+	err = decodeBody(resp, &out)
+	return out.Index, out.Deleted, err
+}
+
+func consistency(stale bool) url.Values {
+	if !stale {
+		return nil
+	}
+	return url.Values{"consistency": {"stale"}}
+}
+
+// listEntry mirrors one element of a list answer (fsm.Entry's JSON).
+type listEntry struct {
+	Key         string `json:"key"`
+	Value       []byte `json:"value"` // base64 on the wire
+	CreateIndex uint64 `json:"create_index"`
+	ModIndex    uint64 `json:"mod_index"`
+}
+
+type listQuery struct {
+	prefix string
+	after  string // exclusive start key, unescaped; "" from the beginning
+	limit  int    // page size; 0 for the server's default
+	stale  bool
+}
+
+// listPage is one page of a list; entries are kept raw so --json can print them as sent.
+type listPage struct {
+	entries   []json.RawMessage
+	more      bool
+	nextAfter string // unescaped; the after of the next page
+}
+
+func (c *client) list(ctx context.Context, q listQuery) (listPage, error) {
+	v := consistency(q.stale)
+	if v == nil {
+		v = url.Values{}
+	}
+	if q.prefix != "" {
+		v.Set("prefix", q.prefix)
+	}
+	if q.after != "" {
+		v.Set("after", q.after)
+	}
+	if q.limit > 0 {
+		v.Set("limit", strconv.Itoa(q.limit))
+	}
+	resp, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/kv", query: v})
+	if err != nil {
+		return listPage{}, err
+	}
+	var p listPage
+	if err := decodeBody(resp, &p.entries); err != nil {
+		return listPage{}, err
+	}
+	p.more = strings.EqualFold(resp.header.Get("X-Kv-More"), "true")
+	if p.more {
+		next := resp.header.Get("X-Kv-Next-After")
+		if next == "" {
+			return listPage{}, fmt.Errorf("%s: X-Kv-More without X-Kv-Next-After", resp.node)
+		}
+		if p.nextAfter, err = url.QueryUnescape(next); err != nil {
+			return listPage{}, fmt.Errorf("%s: bad X-Kv-Next-After %q: %w", resp.node, next, err)
+		}
+	}
+	return p, nil
+}
+
+// clusterStatus mirrors store.Status's JSON.
+type clusterStatus struct {
+	NodeID       string          `json:"node_id"`
+	State        string          `json:"state"`
+	Leader       *clusterMember  `json:"leader"`
+	Term         uint64          `json:"term"`
+	CommitIndex  uint64          `json:"commit_index"`
+	AppliedIndex uint64          `json:"applied_index"`
+	LastIndex    uint64          `json:"last_log_index"`
+	Members      []clusterMember `json:"members"`
+}
+
+// clusterMember mirrors store.Member's JSON.
+type clusterMember struct {
+	ID          string `json:"id"`
+	RaftAddr    string `json:"raft_addr"`
+	HTTPAddr    string `json:"http_addr,omitempty"`
+	GossipAddr  string `json:"gossip_addr,omitempty"`
+	Suffrage    string `json:"suffrage"`
+	GossipState string `json:"gossip_state"`
+	Leader      bool   `json:"leader"`
+}
+
+// status returns the cluster view of the node that answered, decoded and raw.
+func (c *client) status(ctx context.Context) (clusterStatus, []byte, error) {
+	resp, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/cluster"})
+	if err != nil {
+		return clusterStatus{}, nil, err
+	}
+	var st clusterStatus
+	return st, resp.body, decodeBody(resp, &st)
+}
+
+// join asks the node to gossip-join the cluster that gossipAddr belongs to. Joining is harmless to repeat,
+// so unlike other writes it is retried after any transient failure.
+func (c *client) join(ctx context.Context, gossipAddr string) error {
+	body, err := json.Marshal(struct {
+		Addr string `json:"addr"`
+	}{gossipAddr})
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, call{method: http.MethodPost, path: "/v1/cluster/join", body: body, ctype: "application/json"})
+	return err
+}
+
+// leave asks the node to leave the cluster gracefully.
+func (c *client) leave(ctx context.Context) error {
+	_, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/cluster/leave", body: []byte{}, write: true})
+	return err
+}
+
+// removeMember removes a member from the Raft configuration.
+func (c *client) removeMember(ctx context.Context, id string) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: "/v1/cluster/members/" + url.PathEscape(id), write: true})
+	return err
+}
+
+// ready asks the first node once, without retrying, whether it is ready (GET /readyz is 200).
+func (c *client) ready(ctx context.Context) error {
+	_, err := c.once(ctx, c.bases[0], call{method: http.MethodGet, path: "/readyz"})
+	return err
+}

@@ -1,0 +1,120 @@
+// Command raftkv is raftkv's single binary: a node (serve), a local development cluster (dev), and the
+// client commands that talk to any node's HTTP API (put, get, delete, list, cluster ...).
+//
+// This package owns flags, environment, signals and wiring. It never touches Raft, BoltDB or memberlist
+// itself: serve hands them to the store, and the client commands only speak HTTP.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+)
+
+// version is set at link time: go build -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const overview = `raftkv - a strongly consistent, replicated key-value store.
+
+Every node runs Raft and serves the same HTTP API; nodes find each other by gossip. Any node answers
+any request: writes are forwarded to the leader, reads are linearizable unless --stale.
+
+Usage:
+  raftkv <command> [flags] [args]
+
+Servers:
+  serve               run one node (see "raftkv serve --help")
+  dev                 run a local N-node cluster in the foreground, for development
+
+Keys and values (talk to any node):
+  put KEY [VALUE]     set KEY (VALUE from stdin when omitted or "-"); prints the write index
+  get KEY             print KEY's value, byte for byte
+  delete KEY          delete KEY; prints the write index
+  list [PREFIX]       print "key<TAB>value" lines for the keys starting with PREFIX
+
+Cluster:
+  cluster status      show the leader, term, indexes and members
+  cluster join ADDR   make the --addr node gossip-join the cluster at gossip address ADDR
+  cluster leave       make the --addr node leave the cluster gracefully
+  cluster remove ID   remove member ID (a node that died for good)
+
+Other:
+  version             print the version
+  help [COMMAND]      print this overview, or a command's usage
+
+Client flags (every key, value and cluster command):
+  --addr host:port[,host:port...]   nodes to try in turn (default $RAFTKV_ADDR, else 127.0.0.1:7000)
+  --timeout 15s                     how long to keep retrying while there is no leader or a node is down
+
+Environment:
+  RAFTKV_ADDR   default for --addr
+
+Exit status:
+  0 ok; 1 key not found, unknown member, or cas failed; 2 usage error or request rejected as invalid;
+  3 unavailable, timed out, write outcome unknown, or any other error
+
+Example:
+  raftkv dev --nodes 3                         # in one terminal (or: make run)
+  export RAFTKV_ADDR=127.0.0.1:7000,127.0.0.1:7010,127.0.0.1:7020
+  raftkv put greeting hello
+  raftkv get greeting
+  echo '{"debug":true}' | raftkv put config/app --cas 0
+  raftkv list config/
+  raftkv cluster status
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, restore the default handling: a second Ctrl-C kills the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches on the first argument and returns the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, overview)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		if len(rest) > 0 { // "raftkv help put" is "raftkv put --help"
+			return run(ctx, append(rest, "--help"), stdin, stdout, stderr)
+		}
+		fmt.Fprint(stdout, overview)
+		return exitOK
+	case "version", "-version", "--version":
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "raftkv: version takes no arguments\n\nUsage: raftkv version\n")
+			return exitUsage
+		}
+		fmt.Fprintf(stdout, "raftkv %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "dev":
+		return runDev(ctx, rest, stdin, stdout, stderr)
+	case "put":
+		return runPut(ctx, rest, stdin, stdout, stderr)
+	case "get":
+		return runGet(ctx, rest, stdin, stdout, stderr)
+	case "delete":
+		return runDelete(ctx, rest, stdin, stdout, stderr)
+	case "list":
+		return runList(ctx, rest, stdin, stdout, stderr)
+	case "cluster":
+		return runCluster(ctx, rest, stdin, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "raftkv: unknown command %q\n\n%s", cmd, overview)
+	return exitUsage
+}

@@ -1,0 +1,230 @@
+package main
+
+// serve.go: `raftkv serve` — flags and environment into a store.Config and httpapi.Options, the HTTP
+// server, and the signal-driven graceful stop.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/raftkv/raftkv/httpapi"
+	"github.com/raftkv/raftkv/store"
+)
+
+const serveDescription = `
+Runs one raftkv node: the Raft state machine with its BoltDB log under --data-dir, the node-to-node
+port (--raft-addr: Raft and request forwarding), gossip (--gossip-addr) and the HTTP API (--http-addr).
+
+A node started with no flags forms a single-node cluster on 127.0.0.1. To form a cluster of N, start N
+nodes with --bootstrap-expect N and --join pointing at the others' gossip addresses; to add a node to
+a running cluster, start it with --join only. Every flag can also be set with an environment variable:
+RAFTKV_ plus the flag name in upper case with dashes as underscores (--http-addr: RAFTKV_HTTP_ADDR).
+A flag on the command line wins over the environment.
+
+SIGINT/SIGTERM stop the node gracefully: in-flight requests finish, Raft and BoltDB close, exit 0.
+The node stays a member (a restart rejoins) unless --leave-on-terminate is set.`
+
+type serveFlags struct {
+	id, dataDir                                 string
+	httpAddr, raftAddr, gossipAddr              string
+	advertiseHTTP, advertiseRaft, advertiseGoss string
+	join                                        string
+	bootstrapExpect                             int
+	logLevel, logFormat                         string
+	maxValueSize                                int64
+	snapshotThreshold, trailingLogs             uint64
+	snapshotInterval, requestTimeout            time.Duration
+	shutdownTimeout                             time.Duration
+	leaveOnTerminate, pprof                     bool
+}
+
+func newServeFlagSet(f *serveFlags) *flag.FlagSet {
+	fs := newFlagSet("serve", "serve [flags]", serveDescription)
+	host, _ := os.Hostname()
+	fs.StringVar(&f.id, "id", host, "unique, stable node id (defaults to the hostname)")
+	fs.StringVar(&f.dataDir, "data-dir", "raftkv-data", "directory for the raft log, snapshots and node identity")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7000", "bind address of the HTTP API")
+	fs.StringVar(&f.raftAddr, "raft-addr", store.DefaultRaftAddr, "bind address of the node-to-node port (raft and forwarding)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", store.DefaultGossipAddr, "bind address for gossip (TCP and UDP)")
+	fs.StringVar(&f.advertiseHTTP, "advertise-http", "", "HTTP address other nodes and clients should use (default: --http-addr)")
+	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "node-to-node address other nodes dial (required when --raft-addr binds 0.0.0.0)")
+	fs.StringVar(&f.advertiseGoss, "advertise-gossip", "", "gossip address other nodes use (required when --gossip-addr binds 0.0.0.0)")
+	fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses of existing members; retried with backoff until one answers")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster once this many nodes see each other (default: 1 without --join, 0 with it)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.Int64Var(&f.maxValueSize, "max-value-size", 1<<20, "largest value accepted, in bytes")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", store.DefaultSnapshotThreshold, "log entries since the last snapshot that trigger a new one")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", store.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
+	fs.Uint64Var(&f.trailingLogs, "trailing-logs", store.DefaultTrailingLogs, "log entries kept after a snapshot, for followers that lag a little")
+	fs.DurationVar(&f.requestTimeout, "request-timeout", store.DefaultRequestTimeout, "bound on any request, including waiting for a leader")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for in-flight requests")
+	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address")
+	return fs
+}
+
+// applyEnv fills every flag not given on the command line from RAFTKV_<FLAG>.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := "RAFTKV_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// advertisedHTTP picks the HTTP address to publish: the explicit one, else the bind address, with an
+// unspecified host replaced by the advertised raft host (the one address we know others can reach).
+func advertisedHTTP(f *serveFlags) string {
+	if f.advertiseHTTP != "" {
+		return f.advertiseHTTP
+	}
+	host, port, err := net.SplitHostPort(f.httpAddr)
+	if err != nil {
+		return f.httpAddr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if rh, _, err := net.SplitHostPort(f.advertiseRaft); err == nil {
+			return net.JoinHostPort(rh, port)
+		}
+	}
+	return f.httpAddr
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	fs := newServeFlagSet(&f)
+	pos, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return usageError(fs, stderr, "unexpected argument %q", pos[0])
+	}
+	if err := applyEnv(fs, os.Getenv); err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
+	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
+	if f.maxValueSize < 1 {
+		return usageError(fs, stderr, "--max-value-size must be at least 1")
+	}
+	join := splitList(f.join)
+	if f.bootstrapExpect < 0 {
+		// A lone node just works; a node told to join waits to be added instead of founding a
+		// second cluster of its own.
+		f.bootstrapExpect = 1
+		if len(join) > 0 {
+			f.bootstrapExpect = 0
+		}
+	}
+
+	// Bind the HTTP port before starting the store so a port conflict fails fast and clearly.
+	ln, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		logger.Error("cannot listen on the HTTP address", "addr", f.httpAddr, "err", err)
+		return exitUnavailable
+	}
+	st, err := store.Open(store.Config{
+		NodeID:            f.id,
+		DataDir:           f.dataDir,
+		RaftAddr:          f.raftAddr,
+		RaftAdvertise:     f.advertiseRaft,
+		GossipAddr:        f.gossipAddr,
+		GossipAdvertise:   f.advertiseGoss,
+		HTTPAdvertise:     advertisedHTTP(&f),
+		Join:              join,
+		BootstrapExpect:   f.bootstrapExpect,
+		LeaveOnTerminate:  f.leaveOnTerminate,
+		SnapshotThreshold: f.snapshotThreshold,
+		SnapshotInterval:  f.snapshotInterval,
+		TrailingLogs:      f.trailingLogs,
+		RequestTimeout:    f.requestTimeout,
+		Logger:            logger,
+	})
+	if err != nil {
+		ln.Close()
+		logger.Error("cannot start the node", "err", err)
+		fmt.Fprintf(stderr, "raftkv: %v\n", err)
+		return exitUnavailable
+	}
+
+	srv := &http.Server{
+		Handler: httpapi.New(st, httpapi.Options{
+			MaxValueSize: f.maxValueSize,
+			EnablePprof:  f.pprof,
+		}, logger.With("component", "http")),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("serving HTTP API", "addr", ln.Addr().String())
+
+	exit := exitOK
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping: finishing in-flight requests")
+	case err := <-serveErr:
+		logger.Error("HTTP server failed", "err", err)
+		exit = exitUnavailable
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("in-flight requests did not finish in time", "err", err)
+	}
+	if err := st.Close(); err != nil {
+		logger.Error("closing the store", "err", err)
+		exit = exitUnavailable
+	}
+	return exit
+}

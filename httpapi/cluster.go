@@ -1,0 +1,155 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// maxJoinBody bounds POST /v1/cluster/join: a list of addresses never needs more.
+const maxJoinBody = 64 << 10
+
+// handleStatus serves GET /v1/cluster: the node's view of the cluster as JSON (store.Status).
+func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.store.Status(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+// joinRequest is the body of POST /v1/cluster/join: {"addr": "host:port"} or {"addrs": [...]}, or both.
+type joinRequest struct {
+	Addr  string   `json:"addr"`
+	Addrs []string `json:"addrs"`
+}
+
+// handleJoin serves POST /v1/cluster/join: ask this node to join the cluster(s) at the given addresses.
+func (s *server) handleJoin(w http.ResponseWriter, r *http.Request) {
+	addrs, err := decodeJoin(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.store.Join(r.Context(), addrs); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, joinedOK)
+}
+
+// decodeJoin reads and validates a join body: strict JSON (no unknown fields, nothing after the object),
+// at least one address, each a host:port with a non-empty host and a numeric port.
+func decodeJoin(w http.ResponseWriter, r *http.Request) ([]string, error) {
+	if r.Body == nil {
+		return nil, invalidRequest("request body is empty; want {\"addr\": \"host:port\"}")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJoinBody))
+	dec.DisallowUnknownFields()
+	var req joinRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return nil, invalidRequest("request body is over " + strconv.Itoa(maxJoinBody) + " bytes")
+		case errors.Is(err, io.EOF):
+			return nil, invalidRequest("request body is empty; want {\"addr\": \"host:port\"}")
+		}
+		return nil, invalidRequest("request body is not a join request: " + err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, invalidRequest("request body has data after the JSON object")
+	}
+	var addrs []string
+	if req.Addr != "" {
+		addrs = append(addrs, req.Addr)
+	}
+	addrs = append(addrs, req.Addrs...)
+	if len(addrs) == 0 {
+		return nil, invalidRequest("addr is required: {\"addr\": \"host:port\"}")
+	}
+	for _, a := range addrs {
+		if err := checkHostPort(a); err != nil {
+			return nil, err
+		}
+	}
+	return addrs, nil
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return invalidRequest("address " + strconv.Quote(addr) + " is not host:port")
+	}
+	if host == "" || checkKeyText(host, 255) != "" {
+		return invalidRequest("address " + strconv.Quote(addr) + " has no valid host")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return invalidRequest("address " + strconv.Quote(addr) + " has no valid port (1-65535)")
+	}
+	return nil
+}
+
+func invalidRequest(msg string) error {
+	return &apiError{http.StatusBadRequest, codeInvalidRequest, msg}
+}
+
+// handleLeave serves POST /v1/cluster/leave: this node leaves the cluster gracefully. The body is ignored.
+func (s *server) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Leave(r.Context()); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, leftOK)
+}
+
+// handleRemoveMember serves DELETE /v1/cluster/members/{id}: an operator removes a (failed) member.
+func (s *server) handleRemoveMember(w http.ResponseWriter, r *http.Request, escapedID string) {
+	id, err := s.memberFromPath(escapedID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.store.RemoveMember(r.Context(), id); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	b := make([]byte, 0, len(id)+16)
+	b = append(b, `{"removed":`...)
+	b = appendJSONString(b, id)
+	b = append(b, '}')
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *server) memberFromPath(escaped string) (string, error) {
+	id, err := url.PathUnescape(escaped)
+	if err != nil {
+		return "", invalidRequest("member id is not validly percent-encoded")
+	}
+	if id == "" {
+		return "", invalidRequest("member id is empty")
+	}
+	if problem := checkKeyText(id, s.opts.MaxKeySize); problem != "" {
+		return "", invalidRequest("member id " + problem)
+	}
+	return id, nil
+}
+
+// handleReady serves GET /readyz: 200 when the store says it can serve, else 503 not_ready with its reason.
+func (s *server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Ready(); err != nil {
+		writeErrorBody(w, http.StatusServiceUnavailable, codeNotReady, err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, readyOK)
+}

@@ -1,0 +1,110 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/raftkv/raftkv/store"
+)
+
+// Error codes: the stable, machine-readable half of every error body (docs/design.md has the table).
+const (
+	codeInvalidKey       = "invalid_key"
+	codeInvalidParameter = "invalid_parameter"
+	codeInvalidBody      = "invalid_body"
+	codeInvalidRequest   = "invalid_request"
+	codeValueTooLarge    = "value_too_large"
+	codeKeyNotFound      = "key_not_found"
+	codeUnknownMember    = "unknown_member"
+	codeNotFound         = "not_found"
+	codeMethodNotAllowed = "method_not_allowed"
+	codeCASMismatch      = "cas_mismatch"
+	codeNoLeader         = "no_leader"
+	codeIndeterminate    = "indeterminate"
+	codeTimeout          = "timeout"
+	codeNotReady         = "not_ready"
+	codeShuttingDown     = "shutting_down"
+	codeInternal         = "internal"
+)
+
+// apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// errorTable maps the store's sentinel errors to a status and code, checked in order with errors.Is.
+// ErrIndeterminate comes first: an outcome-unknown write often also wraps a timeout or a lost leader,
+// and telling the client "nothing happened" when something may have is the one mistake we must not make.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{store.ErrIndeterminate, http.StatusServiceUnavailable, codeIndeterminate},
+	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
+	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
+	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
+	{store.ErrInvalid, http.StatusBadRequest, codeInvalidRequest},
+	{store.ErrNoLeader, http.StatusServiceUnavailable, codeNoLeader},
+	{store.ErrShuttingDown, http.StatusServiceUnavailable, codeShuttingDown},
+	{store.ErrNotReady, http.StatusServiceUnavailable, codeNotReady},
+	{store.ErrTimeout, http.StatusServiceUnavailable, codeTimeout},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, codeTimeout},
+}
+
+// classify is the one place an error becomes a status code and an error code.
+func classify(err error) (status int, code string) {
+	if ae, ok := err.(*apiError); ok {
+		return ae.status, ae.code
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return row.status, row.code
+		}
+	}
+	return http.StatusInternalServerError, codeInternal
+}
+
+// writeError answers with err's status and a JSON error body. A request whose client has gone away gets
+// nothing (there is no one to read it); an unexpected error is logged at error level.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "client went away",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+		return
+	}
+	status, code := classify(err)
+	if status == http.StatusInternalServerError {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "internal error serving http request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("err", err))
+	}
+	var extra []byte
+	var cas *store.CASMismatchError
+	if status == http.StatusConflict && errors.As(err, &cas) {
+		extra = strconv.AppendUint([]byte(`,"current_index":`), cas.Current, 10)
+	}
+	writeErrorBody(w, status, code, err.Error(), extra)
+}
+
+// writeErrorBody writes {"error": msg, "code": code<extra>} where extra is pre-encoded `,"name":value`
+// JSON members (or nil). Every 503 carries Retry-After: the condition is expected to pass.
+func writeErrorBody(w http.ResponseWriter, status int, code, msg string, extra []byte) {
+	b := make([]byte, 0, len(msg)+len(code)+len(extra)+32)
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, msg)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, code)
+	b = append(b, extra...)
+	b = append(b, '}')
+	if status == http.StatusServiceUnavailable {
+		w.Header()["Retry-After"] = retryAfterOne
+	}
+	writeJSON(w, status, b)
+}

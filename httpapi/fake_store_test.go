@@ -1,0 +1,227 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/raftkv/raftkv/store"
+)
+
+// fakeStore is an in-memory Store with injectable errors. It follows the Store contract (cas semantics,
+// List order and "more"), so handler tests exercise real outcomes, not just canned answers.
+type fakeStore struct {
+	mu      sync.Mutex
+	data    map[string]store.Entry
+	index   uint64
+	members map[string]bool
+
+	// errs injects an error per method name ("Put", "Get", ...); nil means behave normally.
+	errs map[string]error
+	// panics makes every method panic (the recover middleware's test).
+	panics bool
+
+	stale    store.StaleInfo
+	readyErr error
+	status   store.Status
+
+	writes   int // Put and Delete calls that reached the store
+	joined   [][]string
+	left     int
+	removed  []string
+	lastPre  store.Precondition
+	lastCons store.Consistency
+	lastList struct {
+		prefix, after string
+		limit         int
+	}
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{
+		data:    map[string]store.Entry{},
+		members: map[string]bool{"n1": true, "n2": true, "n3": true},
+		errs:    map[string]error{},
+		status: store.Status{
+			NodeID: "n1", State: "Leader", Term: 2, CommitIndex: 10, AppliedIndex: 10, LastIndex: 10,
+			Leader:  &store.Member{ID: "n1", RaftAddr: "127.0.0.1:7001", Suffrage: "voter", GossipState: "alive", Leader: true},
+			Members: []store.Member{{ID: "n1", RaftAddr: "127.0.0.1:7001", Suffrage: "voter", GossipState: "alive", Leader: true}},
+		},
+	}
+}
+
+func (f *fakeStore) fail(method string) error {
+	if f.panics {
+		panic("fakeStore: injected panic in " + method)
+	}
+	return f.errs[method]
+}
+
+func (f *fakeStore) check(key string, pre store.Precondition) error {
+	if !pre.Check {
+		return nil
+	}
+	if cur := f.data[key].ModIndex; cur != pre.Index {
+		return fmt.Errorf("fake apply: %w", &store.CASMismatchError{Key: key, Current: cur})
+	}
+	return nil
+}
+
+func (f *fakeStore) Put(ctx context.Context, key string, value []byte, pre store.Precondition) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Put"); err != nil {
+		return 0, err
+	}
+	f.writes++
+	f.lastPre = pre
+	if err := f.check(key, pre); err != nil {
+		return 0, err
+	}
+	f.index++
+	e, ok := f.data[key]
+	if !ok {
+		e = store.Entry{Key: key, CreateIndex: f.index}
+	}
+	e.Value, e.ModIndex = value, f.index
+	f.data[key] = e
+	return f.index, nil
+}
+
+func (f *fakeStore) Delete(ctx context.Context, key string, pre store.Precondition) (uint64, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Delete"); err != nil {
+		return 0, false, err
+	}
+	f.writes++
+	f.lastPre = pre
+	if err := f.check(key, pre); err != nil {
+		return 0, false, err
+	}
+	f.index++
+	_, ok := f.data[key]
+	delete(f.data, key)
+	return f.index, ok, nil
+}
+
+func (f *fakeStore) Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Get"); err != nil {
+		return store.Entry{}, err
+	}
+	f.lastCons = c
+	e, ok := f.data[key]
+	if !ok {
+		return store.Entry{}, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
+	}
+	return e, nil
+}
+
+func (f *fakeStore) List(ctx context.Context, prefix, after string, limit int, c store.Consistency) ([]store.Entry, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("List"); err != nil {
+		return nil, false, err
+	}
+	f.lastCons = c
+	f.lastList.prefix, f.lastList.after, f.lastList.limit = prefix, after, limit
+	var keys []string
+	for k := range f.data {
+		if strings.HasPrefix(k, prefix) && k > after {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	more := len(keys) > limit
+	if more {
+		keys = keys[:limit]
+	}
+	var out []store.Entry // nil when empty: the handler must still answer []
+	for _, k := range keys {
+		out = append(out, f.data[k])
+	}
+	return out, more, nil
+}
+
+func (f *fakeStore) StaleInfo() store.StaleInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.panics {
+		panic("fakeStore: injected panic in StaleInfo")
+	}
+	return f.stale
+}
+
+func (f *fakeStore) Status(ctx context.Context) (store.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Status"); err != nil {
+		return store.Status{}, err
+	}
+	return f.status, nil
+}
+
+func (f *fakeStore) Join(ctx context.Context, addrs []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Join"); err != nil {
+		return err
+	}
+	f.joined = append(f.joined, addrs)
+	return nil
+}
+
+func (f *fakeStore) Leave(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Leave"); err != nil {
+		return err
+	}
+	f.left++
+	return nil
+}
+
+func (f *fakeStore) RemoveMember(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("RemoveMember"); err != nil {
+		return err
+	}
+	if !f.members[id] {
+		return fmt.Errorf("remove %q: %w", id, store.ErrUnknownMember)
+	}
+	delete(f.members, id)
+	f.removed = append(f.removed, id)
+	return nil
+}
+
+func (f *fakeStore) Ready() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.panics {
+		panic("fakeStore: injected panic in Ready")
+	}
+	return f.readyErr
+}
+
+// put seeds the store directly.
+func (f *fakeStore) put(key, value string) uint64 {
+	idx, err := f.Put(context.Background(), key, []byte(value), store.Precondition{})
+	if err != nil {
+		panic(err)
+	}
+	f.mu.Lock()
+	f.writes--
+	f.mu.Unlock()
+	return idx
+}
+
+func (f *fakeStore) writeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.writes
+}

@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Defaults for the zero Options.
+const (
+	DefaultMaxValueSize     int64 = 1 << 20
+	DefaultMaxKeySize             = 1024
+	DefaultDefaultListLimit       = 1000
+	DefaultMaxListLimit           = 10000
+)
+
+// Options tune the API. The zero value (any field 0) means the defaults above.
+type Options struct {
+	MaxValueSize     int64 // largest PUT body in bytes; default 1 MiB
+	MaxKeySize       int   // longest key in bytes; default 1024
+	DefaultListLimit int   // entries per list page when no limit= is given; default 1000
+	MaxListLimit     int   // largest accepted limit=; default 10000
+	EnablePprof      bool  // mount net/http/pprof under /debug/pprof/
+}
+
+// Validate reports options New would have to correct: negative sizes, or a default list limit above the
+// maximum. Zero fields are valid and mean the default.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MaxValueSize < 0 {
+		errs = append(errs, fmt.Errorf("max value size %d is negative", o.MaxValueSize))
+	}
+	if o.MaxKeySize < 0 {
+		errs = append(errs, fmt.Errorf("max key size %d is negative", o.MaxKeySize))
+	}
+	if o.DefaultListLimit < 0 {
+		errs = append(errs, fmt.Errorf("default list limit %d is negative", o.DefaultListLimit))
+	}
+	if o.MaxListLimit < 0 {
+		errs = append(errs, fmt.Errorf("max list limit %d is negative", o.MaxListLimit))
+	}
+	// An explicit default above the (possibly defaulted) maximum is a mistake; a zero default with a
+	// small maximum just means "the maximum".
+	if maxLimit := o.withDefaults().MaxListLimit; o.DefaultListLimit > maxLimit {
+		errs = append(errs, fmt.Errorf("default list limit %d is over the max list limit %d",
+			o.DefaultListLimit, maxLimit))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills zero (and, defensively, negative) fields and clamps the default list limit to the
+// maximum, so New always has a usable configuration even if the caller skipped Validate.
+func (o Options) withDefaults() Options {
+	if o.MaxValueSize <= 0 {
+		o.MaxValueSize = DefaultMaxValueSize
+	}
+	if o.MaxKeySize <= 0 {
+		o.MaxKeySize = DefaultMaxKeySize
+	}
+	if o.MaxListLimit <= 0 {
+		o.MaxListLimit = DefaultMaxListLimit
+	}
+	if o.DefaultListLimit <= 0 {
+		o.DefaultListLimit = DefaultDefaultListLimit
+	}
+	o.DefaultListLimit = min(o.DefaultListLimit, o.MaxListLimit)
+	return o
+}

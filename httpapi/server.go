@@ -1,0 +1,226 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/raftkv/raftkv/store"
+)
+
+// Store is what the API needs from a node; *store.Store satisfies it. Contract details the handlers rely on:
+//
+//   - ctx is the request's context: it is cancelled when the client goes away. httpapi adds no deadline of
+//     its own, so the store bounds its waits (and reports ErrNoLeader / ErrTimeout / ErrIndeterminate).
+//   - Errors wrap the store sentinels with %w; see errorTable for how each becomes a status code.
+//   - Put takes ownership of value: httpapi allocates it per request and never touches it again.
+//     Values returned by Get and List are only read.
+//   - Get returns an error wrapping store.ErrNotFound when the key is absent.
+//   - List returns up to limit entries whose keys start with prefix and sort strictly after after
+//     (after == "" means from the start), in key order; more reports whether further keys with the prefix
+//     remain after the last entry returned (so more implies a non-empty page).
+//   - Ready returns nil when ready, otherwise an error wrapping store.ErrNotReady whose message says why.
+type Store interface {
+	Put(ctx context.Context, key string, value []byte, pre store.Precondition) (index uint64, err error)
+	Delete(ctx context.Context, key string, pre store.Precondition) (index uint64, deleted bool, err error)
+	Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error)
+	List(ctx context.Context, prefix, after string, limit int, c store.Consistency) (entries []store.Entry, more bool, err error)
+	StaleInfo() store.StaleInfo
+	Status(ctx context.Context) (store.Status, error)
+	Join(ctx context.Context, addrs []string) error
+	Leave(ctx context.Context) error
+	RemoveMember(ctx context.Context, id string) error
+	Ready() error
+}
+
+// Path prefixes of the routes that carry a parameter in the path.
+const (
+	kvPrefix      = "/v1/kv/"
+	membersPrefix = "/v1/cluster/members/"
+	pprofPrefix   = "/debug/pprof/"
+)
+
+// Allow header values, one per route shape.
+const (
+	allowGet    = "GET, HEAD"
+	allowPost   = "POST"
+	allowDelete = "DELETE"
+	allowKey    = "GET, HEAD, PUT, DELETE"
+)
+
+type server struct {
+	store Store
+	opts  Options
+	log   *slog.Logger
+	pprof http.Handler // nil unless Options.EnablePprof
+}
+
+// New returns the API handler: routes, request logging at debug level, and a recover guard.
+// A nil logger discards logs.
+func New(s Store, opts Options, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	srv := &server{store: s, opts: opts.withDefaults(), log: logger}
+	if srv.opts.EnablePprof {
+		mux := http.NewServeMux()
+		mux.HandleFunc(pprofPrefix, pprof.Index) // also serves the named profiles (heap, goroutine, ...)
+		mux.HandleFunc(pprofPrefix+"cmdline", pprof.Cmdline)
+		mux.HandleFunc(pprofPrefix+"profile", pprof.Profile)
+		mux.HandleFunc(pprofPrefix+"symbol", pprof.Symbol)
+		mux.HandleFunc(pprofPrefix+"trace", pprof.Trace)
+		srv.pprof = mux
+	}
+	return srv
+}
+
+// ServeHTTP logs the request at debug level and turns a panic into a 500, then routes.
+// The status-recording wrapper is only allocated when debug logging is on: this is the hot path.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var sw *statusWriter
+	var start time.Time
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		start = time.Now()
+		sw = &statusWriter{ResponseWriter: w}
+		w = sw
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.recovered(w, sw, r, v)
+		}
+		if sw != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", sw.statusCode()),
+				slog.Duration("duration", time.Since(start)))
+		}
+	}()
+	s.route(w, r)
+}
+
+// route dispatches on the escaped path and the method. It is a switch rather than an http.ServeMux on
+// purpose: ServeMux cleans paths and answers keys such as "a//b", "./a" or "a/.." with a redirect to a
+// *different* key (a client that follows a 307 on PUT writes the wrong key), and its 405s are plain text.
+// Keys are taken verbatim from the path after /v1/kv/, percent-decoded (so "a/b" and "a%2Fb" are the same
+// key), with no cleaning.
+func (s *server) route(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.EscapedPath()
+	switch {
+	case strings.HasPrefix(path, kvPrefix):
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			s.handleGet(w, r, path[len(kvPrefix):])
+		case http.MethodPut:
+			s.handlePut(w, r, path[len(kvPrefix):])
+		case http.MethodDelete:
+			s.handleDelete(w, r, path[len(kvPrefix):])
+		default:
+			s.methodNotAllowed(w, r, allowKey)
+		}
+	case path == "/v1/kv":
+		if s.allowed(w, r, allowGet) {
+			s.handleList(w, r)
+		}
+	case path == "/v1/cluster":
+		if s.allowed(w, r, allowGet) {
+			s.handleStatus(w, r)
+		}
+	case path == "/v1/cluster/join":
+		if s.allowed(w, r, allowPost) {
+			s.handleJoin(w, r)
+		}
+	case path == "/v1/cluster/leave":
+		if s.allowed(w, r, allowPost) {
+			s.handleLeave(w, r)
+		}
+	case strings.HasPrefix(path, membersPrefix) && !strings.Contains(path[len(membersPrefix):], "/"):
+		if s.allowed(w, r, allowDelete) {
+			s.handleRemoveMember(w, r, path[len(membersPrefix):])
+		}
+	case path == "/healthz":
+		if s.allowed(w, r, allowGet) {
+			writeJSON(w, http.StatusOK, healthOK)
+		}
+	case path == "/readyz":
+		if s.allowed(w, r, allowGet) {
+			s.handleReady(w, r)
+		}
+	case s.pprof != nil && strings.HasPrefix(path, pprofPrefix):
+		s.pprof.ServeHTTP(w, r)
+	default:
+		s.writeError(w, r, &apiError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+	}
+}
+
+// allowed reports whether r's method is listed in allow (a route's Allow header value), answering 405
+// with that Allow header if not.
+func (s *server) allowed(w http.ResponseWriter, r *http.Request, allow string) bool {
+	for rest := allow; rest != ""; {
+		var m string
+		m, rest, _ = strings.Cut(rest, ", ")
+		if m == r.Method {
+			return true
+		}
+	}
+	s.methodNotAllowed(w, r, allow)
+	return false
+}
+
+func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	s.writeError(w, r, &apiError{http.StatusMethodNotAllowed, codeMethodNotAllowed,
+		"method " + r.Method + " not allowed on " + r.URL.Path + "; allowed: " + allow})
+}
+
+// recovered is the defense-in-depth path: a handler bug must not kill the connection without an answer.
+// sw is nil when debug logging is off; then we cannot tell whether headers went out and try anyway
+// (net/http only logs a superfluous WriteHeader).
+func (s *server) recovered(w http.ResponseWriter, sw *statusWriter, r *http.Request, v any) {
+	if v == http.ErrAbortHandler {
+		panic(v) // the documented way to abort a response; net/http handles it quietly
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelError, "panic serving http request",
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Any("panic", v),
+		slog.String("stack", string(debug.Stack())))
+	if sw != nil && sw.status != 0 {
+		return
+	}
+	writeErrorBody(w, http.StatusInternalServerError, codeInternal, "internal error", nil)
+}
+
+// statusWriter records the status for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (flush, deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) statusCode() int {
+	if w.status == 0 {
+		return http.StatusOK // nothing written: net/http sends an empty 200
+	}
+	return w.status
+}

@@ -1,0 +1,195 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/raftkv/raftkv/store"
+)
+
+// keyFromPath decodes and validates the key part of /v1/kv/{key...} (still percent-encoded).
+func (s *server) keyFromPath(escaped string) (string, error) {
+	key, err := url.PathUnescape(escaped) // no allocation unless the key has a %-escape
+	if err != nil {
+		return "", &apiError{http.StatusBadRequest, codeInvalidKey, "key is not validly percent-encoded"}
+	}
+	if key == "" {
+		return "", &apiError{http.StatusBadRequest, codeInvalidKey, "key is empty"}
+	}
+	if problem := checkKeyText(key, s.opts.MaxKeySize); problem != "" {
+		return "", &apiError{http.StatusBadRequest, codeInvalidKey, "key " + problem}
+	}
+	return key, nil
+}
+
+// checkKeyText says what is wrong with a key (or a prefix, an after= or a member id), or "" if nothing:
+// at most max bytes of valid UTF-8 without control characters. Keys travel in URLs, headers and logs,
+// where control characters are trouble.
+func checkKeyText(s string, max int) string {
+	if len(s) > max {
+		return "is " + strconv.Itoa(len(s)) + " bytes, over the limit of " + strconv.Itoa(max)
+	}
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return "contains control character " + strconv.QuoteRune(rune(c))
+		}
+		if c >= utf8.RuneSelf {
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	return ""
+}
+
+// forEachParam walks a raw query string, calling fn with each unescaped name and value. Empty segments
+// ("a=1&&b=2") are skipped; a name without "=" has the value "".
+func forEachParam(rawQuery string, fn func(name, value string) error) error {
+	for rest := rawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if pair == "" {
+			continue
+		}
+		rawName, rawValue, _ := strings.Cut(pair, "=")
+		name, err1 := url.QueryUnescape(rawName)
+		value, err2 := url.QueryUnescape(rawValue)
+		if err1 != nil || err2 != nil {
+			return paramError("query parameter " + strconv.Quote(rawName) + " is not validly percent-encoded")
+		}
+		if err := fn(name, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func paramError(msg string) error {
+	return &apiError{http.StatusBadRequest, codeInvalidParameter, msg}
+}
+
+func unknownParam(name string) error {
+	return paramError("unknown query parameter " + strconv.Quote(name))
+}
+
+func repeatedParam(name string) error {
+	return paramError("query parameter " + strconv.Quote(name) + " given more than once")
+}
+
+// Every parameter, when present, must be valid: an empty "cas=" is an error, not "no cas". Unknown
+// parameters are errors too: a misspelt "cass=3" must not turn a conditional write into a blind one.
+
+// parseReadParams reads the query of GET /v1/kv/{key}: an optional consistency=.
+func parseReadParams(rawQuery string) (store.Consistency, error) {
+	c, seen := store.Linearizable, false
+	err := forEachParam(rawQuery, func(name, value string) error {
+		if name != "consistency" {
+			return unknownParam(name)
+		}
+		if seen {
+			return repeatedParam(name)
+		}
+		seen = true
+		var err error
+		c, err = parseConsistency(value)
+		return err
+	})
+	return c, err
+}
+
+// parseWriteParams reads the query of PUT and DELETE /v1/kv/{key}: an optional cas=N.
+func parseWriteParams(rawQuery string) (store.Precondition, error) {
+	var pre store.Precondition
+	err := forEachParam(rawQuery, func(name, value string) error {
+		if name != "cas" {
+			return unknownParam(name)
+		}
+		if pre.Check {
+			return repeatedParam(name)
+		}
+		index, err := strconv.ParseUint(value, 10, 64)
+		if err != nil {
+			return paramError("cas must be an unsigned decimal index, got " + strconv.Quote(value))
+		}
+		pre = store.Precondition{Check: true, Index: index}
+		return nil
+	})
+	return pre, err
+}
+
+func parseConsistency(value string) (store.Consistency, error) {
+	switch value {
+	case "linearizable":
+		return store.Linearizable, nil
+	case "stale":
+		return store.Stale, nil
+	}
+	return 0, paramError(`consistency must be "linearizable" or "stale", got ` + strconv.Quote(value))
+}
+
+// listParams are the query parameters of GET /v1/kv.
+type listParams struct {
+	prefix, after string
+	limit         int
+	consistency   store.Consistency
+}
+
+func (s *server) parseListParams(rawQuery string) (listParams, error) {
+	p := listParams{limit: s.opts.DefaultListLimit}
+	var seenPrefix, seenAfter, seenLimit, seenConsistency bool
+	once := func(seen *bool, name string) error {
+		if *seen {
+			return repeatedParam(name)
+		}
+		*seen = true
+		return nil
+	}
+	err := forEachParam(rawQuery, func(name, value string) error {
+		var err error
+		switch name {
+		case "prefix":
+			if err = once(&seenPrefix, name); err == nil {
+				p.prefix, err = s.checkKeyParam(name, value)
+			}
+		case "after":
+			if err = once(&seenAfter, name); err == nil {
+				p.after, err = s.checkKeyParam(name, value)
+			}
+		case "limit":
+			if err = once(&seenLimit, name); err == nil {
+				p.limit, err = s.parseLimit(value)
+			}
+		case "consistency":
+			if err = once(&seenConsistency, name); err == nil {
+				p.consistency, err = parseConsistency(value)
+			}
+		default:
+			err = unknownParam(name)
+		}
+		return err
+	})
+	return p, err
+}
+
+// checkKeyParam validates prefix= and after=: key text, where empty means "none".
+func (s *server) checkKeyParam(name, value string) (string, error) {
+	if problem := checkKeyText(value, s.opts.MaxKeySize); problem != "" {
+		return "", paramError(name + " " + problem)
+	}
+	return value, nil
+}
+
+func (s *server) parseLimit(value string) (int, error) {
+	n, err := strconv.ParseUint(value, 10, 64)
+	if err != nil || n < 1 || n > uint64(s.opts.MaxListLimit) {
+		return 0, paramError("limit must be an integer from 1 to " + strconv.Itoa(s.opts.MaxListLimit) +
+			", got " + strconv.Quote(value))
+	}
+	return int(n), nil
+}

@@ -1,0 +1,479 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests run real nodes in one process: real BoltDB files, real TCP on loopback, real gossip.
+
+const waitFor = 20 * time.Second
+
+// testLog collects every node's logs and prints them only when the test fails.
+type testLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+type testCluster struct {
+	t     *testing.T
+	log   *testLog
+	nodes map[string]*testNode
+}
+
+type testNode struct {
+	id, dir            string
+	raftAddr, gossAddr string
+	store              *Store
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	c := &testCluster{t: t, log: &testLog{}, nodes: map[string]*testNode{}}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			if n.store != nil {
+				n.store.Close()
+			}
+		}
+		if t.Failed() {
+			c.log.mu.Lock()
+			t.Log("node logs:\n" + c.log.buf.String())
+			c.log.mu.Unlock()
+		}
+	})
+	return c
+}
+
+// start opens (or reopens, keeping its data dir and ports) node id.
+func (c *testCluster) start(id string, expect int, join ...string) *Store {
+	c.t.Helper()
+	n := c.nodes[id]
+	if n == nil {
+		n = &testNode{id: id, dir: c.t.TempDir(), raftAddr: "127.0.0.1:0", gossAddr: "127.0.0.1:0"}
+		c.nodes[id] = n
+	}
+	logger := slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", id)
+	s, err := Open(Config{
+		NodeID:              id,
+		DataDir:             n.dir,
+		RaftAddr:            n.raftAddr,
+		GossipAddr:          n.gossAddr,
+		Join:                join,
+		BootstrapExpect:     expect,
+		RequestTimeout:      3 * time.Second,
+		ReconcileInterval:   200 * time.Millisecond,
+		GossipProbeInterval: 200 * time.Millisecond,
+		Logger:              logger,
+	})
+	require.NoError(c.t, err)
+	n.store = s
+	n.raftAddr = s.mux.Addr().String()
+	n.gossAddr = s.gossip.LocalAddr()
+	return s
+}
+
+func (c *testCluster) stop(id string) {
+	c.t.Helper()
+	require.NoError(c.t, c.nodes[id].store.Close())
+	c.nodes[id].store = nil
+}
+
+func (c *testCluster) gossipAddrs() []string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.gossAddr)
+	}
+	return out
+}
+
+// startCluster starts n nodes that bootstrap together and returns their ids.
+func (c *testCluster) startCluster(n int) []string {
+	c.t.Helper()
+	first := fmt.Sprintf("n%d", 1)
+	c.start(first, n)
+	ids := []string{first}
+	for i := 2; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		c.start(id, n, c.nodes[first].gossAddr)
+		ids = append(ids, id)
+	}
+	c.waitReady(ids...)
+	return ids
+}
+
+func (c *testCluster) waitReady(ids ...string) {
+	c.t.Helper()
+	for _, id := range ids {
+		s := c.nodes[id].store
+		require.Eventually(c.t, func() bool { return s.Ready() == nil }, waitFor, 20*time.Millisecond, "node %s never became ready", id)
+	}
+}
+
+// leader waits until exactly one live node leads (and is ready) and returns its id.
+func (c *testCluster) leader(except ...string) string {
+	c.t.Helper()
+	var leader string
+	require.Eventually(c.t, func() bool {
+		leader = ""
+		for id, n := range c.nodes {
+			if n.store == nil || contains(except, id) {
+				continue
+			}
+			if n.store.isLeader() && n.store.Ready() == nil {
+				if leader != "" {
+					return false
+				}
+				leader = id
+			}
+		}
+		return leader != ""
+	}, waitFor, 20*time.Millisecond, "no single ready leader")
+	return leader
+}
+
+func (c *testCluster) follower(except ...string) string {
+	leader := c.leader(except...)
+	for id, n := range c.nodes {
+		if id != leader && n.store != nil && !contains(except, id) {
+			return id
+		}
+	}
+	c.t.Fatal("no follower")
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *testCluster) suffrage(on, id string) string {
+	servers, err := c.nodes[on].store.configuration()
+	if err != nil {
+		return ""
+	}
+	srv, ok := servers[raft.ServerID(id)]
+	if !ok {
+		return "absent"
+	}
+	return suffrageName(srv.Suffrage)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestClusterForwardsWritesAndServesLinearizableReadsEverywhere(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+
+	fol := c.follower()
+	idx, err := c.nodes[fol].store.Put(ctx, "k", []byte("v1"), Precondition{})
+	require.NoError(t, err, "a follower forwards the write")
+	for _, id := range ids {
+		e, err := c.nodes[id].store.Get(ctx, "k", Linearizable)
+		require.NoError(t, err, "linearizable read on %s", id)
+		require.Equal(t, "v1", string(e.Value))
+		require.Equal(t, idx, e.ModIndex)
+		require.Equal(t, idx, e.CreateIndex)
+	}
+
+	_, err = c.nodes[fol].store.Put(ctx, "k", []byte("v2"), Precondition{Check: true, Index: idx + 100})
+	var mismatch *CASMismatchError
+	require.ErrorAs(t, err, &mismatch)
+	require.ErrorIs(t, err, ErrCASMismatch)
+	require.Equal(t, idx, mismatch.Current)
+
+	idx2, err := c.nodes[fol].store.Put(ctx, "k", []byte("v2"), Precondition{Check: true, Index: idx})
+	require.NoError(t, err)
+	require.Greater(t, idx2, idx)
+
+	_, err = c.nodes[fol].store.Put(ctx, "new", []byte("x"), Precondition{Check: true, Index: 0})
+	require.NoError(t, err, "cas=0 creates an absent key")
+	_, err = c.nodes[fol].store.Put(ctx, "new", []byte("y"), Precondition{Check: true, Index: 0})
+	require.ErrorIs(t, err, ErrCASMismatch, "cas=0 refuses an existing key")
+
+	_, deleted, err := c.nodes[fol].store.Delete(ctx, "k", Precondition{})
+	require.NoError(t, err)
+	require.True(t, deleted)
+	_, deleted, err = c.nodes[fol].store.Delete(ctx, "k", Precondition{})
+	require.NoError(t, err)
+	require.False(t, deleted)
+	for _, id := range ids {
+		_, err := c.nodes[id].store.Get(ctx, "k", Linearizable)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+
+	entries, more, err := c.nodes[fol].store.List(ctx, "", "", 10, Linearizable)
+	require.NoError(t, err)
+	require.False(t, more)
+	require.Len(t, entries, 1)
+	require.Equal(t, "new", entries[0].Key)
+
+	st, err := c.nodes[fol].store.Status(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 3)
+	require.NotNil(t, st.Leader)
+	for _, m := range st.Members {
+		require.Equal(t, "voter", m.Suffrage)
+		require.Equal(t, "alive", m.GossipState)
+	}
+}
+
+func TestIsolatedLeaderNeverServesStaleLinearizableReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	ctx := ctxT(t)
+	old := c.leader()
+	_, err := c.nodes[old].store.Put(ctx, "k", []byte("before"), Precondition{})
+	require.NoError(t, err)
+
+	c.nodes[old].store.mux.Isolate(true)
+	newLeader := c.leader(old)
+	_, err = c.nodes[newLeader].store.Put(ctx, "k", []byte("after"), Precondition{})
+	require.NoError(t, err)
+
+	// The old leader may still believe it leads; its read must fail rather than answer "before".
+	e, err := c.nodes[old].store.Get(ctx, "k", Linearizable)
+	require.Error(t, err, "isolated node served %q", e.Value)
+	// A stale read is allowed to be stale, and says so.
+	e, err = c.nodes[old].store.Get(ctx, "k", Stale)
+	require.NoError(t, err)
+	require.Equal(t, "before", string(e.Value))
+
+	c.nodes[old].store.mux.Isolate(false)
+	require.Eventually(t, func() bool {
+		e, err := c.nodes[old].store.Get(ctx, "k", Linearizable)
+		return err == nil && string(e.Value) == "after"
+	}, waitFor, 50*time.Millisecond)
+}
+
+func TestWriteWithoutQuorumFailsBoundedAndLeavesNothingBehind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	leader := c.leader()
+	for _, id := range ids {
+		if id != leader {
+			c.stop(id)
+		}
+	}
+	start := time.Now()
+	_, err := c.nodes[leader].store.Put(context.Background(), "k", []byte("v"), Precondition{})
+	require.Error(t, err)
+	require.True(t, errors.Is(err, ErrIndeterminate) || errors.Is(err, ErrNoLeader), "got %v", err)
+	require.Less(t, time.Since(start), 10*time.Second, "the request is bounded")
+	_, err = c.nodes[leader].store.Get(context.Background(), "k", Linearizable)
+	require.ErrorIs(t, err, ErrNoLeader)
+}
+
+func TestMembershipFollowsGossip(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 4-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	leader := c.leader()
+	for i := 0; i < 20; i++ {
+		_, err := c.nodes[leader].store.Put(ctx, fmt.Sprintf("k%02d", i), []byte("v"), Precondition{})
+		require.NoError(t, err)
+	}
+
+	n4 := c.start("n4", 0, c.gossipAddrs()...)
+	require.Eventually(t, func() bool { return c.suffrage(c.leader(), "n4") == "voter" }, waitFor, 50*time.Millisecond,
+		"a joining node is added, then promoted once caught up")
+	e, err := n4.Get(ctx, "k19", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(e.Value))
+
+	require.ErrorIs(t, c.nodes[ids[1]].store.RemoveMember(ctx, "nope"), ErrUnknownMember)
+
+	// A graceful leave removes the node from Raft.
+	require.NoError(t, n4.Leave(ctx))
+	require.Eventually(t, func() bool { return c.suffrage(c.leader(), "n4") == "absent" }, waitFor, 50*time.Millisecond)
+	c.stop("n4")
+
+	// A failed node stays a voter until an operator removes it.
+	victim := c.follower("n4")
+	c.stop(victim)
+	require.Eventually(t, func() bool {
+		st, err := c.nodes[c.leader(victim, "n4")].store.Status(ctx)
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.ID == victim {
+				return m.GossipState == "dead" && m.Suffrage == "voter"
+			}
+		}
+		return false
+	}, waitFor, 50*time.Millisecond)
+	other := c.follower(victim, "n4")
+	require.NoError(t, c.nodes[other].store.RemoveMember(ctx, victim), "removal is forwarded to the leader")
+	require.Equal(t, "absent", c.suffrage(c.leader(victim, "n4"), victim))
+}
+
+func TestWipedNodeRejoinsAsFreshMember(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	ctx := ctxT(t)
+	leader := c.leader()
+	_, err := c.nodes[leader].store.Put(ctx, "k", []byte("v"), Precondition{})
+	require.NoError(t, err)
+
+	victim := c.follower()
+	oldData, ok := c.nodes[leader].store.fsm.MemberDataID(victim)
+	require.True(t, ok)
+	c.stop(victim)
+	require.NoError(t, os.RemoveAll(c.nodes[victim].dir))
+	s := c.start(victim, 0, c.nodes[leader].gossAddr)
+
+	require.Eventually(t, func() bool {
+		l := c.leader()
+		id, _ := c.nodes[l].store.fsm.MemberDataID(victim)
+		return id != oldData && c.suffrage(l, victim) == "voter"
+	}, waitFor, 50*time.Millisecond, "the wiped node is removed and re-added under its new data id")
+	e, err := s.Get(ctx, "k", Stale)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(e.Value))
+	_, err = c.nodes[c.leader()].store.Put(ctx, "k2", []byte("v2"), Precondition{})
+	require.NoError(t, err)
+}
+
+func TestFullRestartKeepsEveryWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	want := map[string]uint64{}
+	for i := 0; i < 50; i++ {
+		key := fmt.Sprintf("k%02d", i)
+		idx, err := c.nodes[ids[i%3]].store.Put(ctx, key, []byte(key), Precondition{})
+		require.NoError(t, err)
+		want[key] = idx
+	}
+	for _, id := range ids {
+		c.stop(id)
+	}
+	for _, id := range ids {
+		c.start(id, 3)
+	}
+	c.waitReady(ids...)
+	for key, idx := range want {
+		e, err := c.nodes[ids[0]].store.Get(ctx, key, Linearizable)
+		require.NoError(t, err)
+		require.Equal(t, key, string(e.Value))
+		require.Equal(t, idx, e.ModIndex)
+	}
+}
+
+func TestOpenRejectsAnotherNodesDataDirAndCorruption(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{NodeID: "a", DataDir: dir, RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", BootstrapExpect: 1}
+	s, err := Open(cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	cfg.NodeID = "b"
+	_, err = Open(cfg)
+	require.ErrorContains(t, err, `belongs to node "a"`)
+
+	cfg.NodeID = "a"
+	require.NoError(t, os.WriteFile(dir+"/"+raftDBFile, bytes.Repeat([]byte("garbage!"), 4096), 0o600))
+	_, err = Open(cfg)
+	require.ErrorContains(t, err, "corrupt")
+
+	_, err = Open(Config{DataDir: t.TempDir()})
+	require.ErrorContains(t, err, "node id is empty")
+}
+
+func TestReadBatcherSharesOneConfirmationPerBatch(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	rounds := 0
+	b := newReadBatcher(func() (uint64, error) {
+		mu.Lock()
+		rounds++
+		mu.Unlock()
+		<-release
+		return 42, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { b.run(ctx)(); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// The first read starts a round and blocks in it; 50 more arrive meanwhile and share the next.
+	first := make(chan uint64)
+	go func() { idx, _ := b.readIndex(ctx); first <- idx }()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return rounds == 1 }, time.Second, time.Millisecond)
+	results := make(chan uint64, 50)
+	for i := 0; i < 50; i++ {
+		go func() { idx, _ := b.readIndex(ctx); results <- idx }()
+	}
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.pending != nil
+	}, time.Second, time.Millisecond)
+	close(release)
+	require.Equal(t, uint64(42), <-first)
+	for i := 0; i < 50; i++ {
+		require.Equal(t, uint64(42), <-results)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.LessOrEqual(t, rounds, 3, "51 reads share at most a few quorum rounds")
+}
+
+func TestRPCResponseRoundTrip(t *testing.T) {
+	for _, err := range []error{errNotLeader, ErrIndeterminate, ErrTimeout, ErrUnknownMember, ErrInvalid} {
+		_, got := decodeResponse("x", encodeResponse(fmt.Errorf("ctx: %w", err), nil))
+		require.ErrorIs(t, got, err)
+	}
+	_, got := decodeResponse("x", encodeResponse(errors.New("boom"), nil))
+	require.ErrorIs(t, got, errRemote)
+	payload, err := decodeResponse("x", encodeResponse(nil, []byte{1, 2}))
+	require.NoError(t, err)
+	require.Equal(t, []byte{1, 2}, payload)
+	_, err = decodeResponse("x", nil)
+	require.Error(t, err)
+}
