@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -145,7 +146,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		Meta: transport.Meta{
 			ID:       cfg.NodeID,
 			RaftAddr: s.mux.Addr().String(),
-			HTTPAddr: cfg.HTTPAdvertise,
+			HTTPAddr: concreteHost(cfg.HTTPAdvertise, s.mux.Addr()),
 			DataID:   ident.DataID,
 			HasState: hasState,
 		},
@@ -269,4 +270,20 @@ func (s *Store) Close() error {
 		s.logger.Info("node stopped", "id", s.cfg.NodeID)
 	})
 	return s.closeErr
+}
+
+// concreteHost replaces a wildcard host in addr ("0.0.0.0:7000") with the host of the advertised
+// node-to-node address, the one address of this node we know others reach.
+func concreteHost(addr string, advertised net.Addr) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return addr
+	}
+	if tcp, ok := advertised.(*net.TCPAddr); ok {
+		return net.JoinHostPort(tcp.IP.String(), port)
+	}
+	return addr
 }

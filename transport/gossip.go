@@ -86,14 +86,17 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.ID
 	mc.BindAddr, mc.BindPort = host, port
-	if cfg.AdvertiseAddr != "" {
-		ahost, aport, err := splitHostPort(cfg.AdvertiseAddr)
-		if err != nil {
-			return nil, fmt.Errorf("advertised gossip address %q: %w", cfg.AdvertiseAddr, err)
-		}
-		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
-	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		return nil, fmt.Errorf("gossip address %s binds all interfaces: set an advertise address other nodes can reach", cfg.BindAddr)
+	bindIP := net.ParseIP(host)
+	if bindIP == nil {
+		return nil, fmt.Errorf("gossip address %q: bind host must be an IP", cfg.BindAddr)
+	}
+	adv, err := resolveAdvertise(&net.TCPAddr{IP: bindIP, Port: port}, cfg.AdvertiseAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if cfg.AdvertiseAddr != "" || bindIP.IsUnspecified() {
+		// With port 0 the advertised port follows the one memberlist binds.
+		mc.AdvertiseAddr, mc.AdvertisePort = adv.IP.String(), adv.Port
 	}
 	if cfg.ProbeInterval > 0 {
 		mc.ProbeInterval = cfg.ProbeInterval

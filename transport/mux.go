@@ -50,7 +50,7 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on raft address %s: %w", addr, err)
 	}
-	adv, err := advertisedAddr(ln.Addr(), advertise)
+	adv, err := resolveAdvertise(ln.Addr(), advertise)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -61,24 +61,6 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 	m.wg.Add(1)
 	go m.serve()
 	return m, nil
-}
-
-func advertisedAddr(bound net.Addr, advertise string) (net.Addr, error) {
-	if advertise == "" {
-		tcp := bound.(*net.TCPAddr)
-		if tcp.IP.IsUnspecified() {
-			return nil, fmt.Errorf("raft address %s binds all interfaces: set an advertise address other nodes can reach", bound)
-		}
-		return bound, nil
-	}
-	tcp, err := net.ResolveTCPAddr("tcp", advertise)
-	if err != nil {
-		return nil, fmt.Errorf("resolve advertised raft address %q: %w", advertise, err)
-	}
-	if tcp.IP == nil || tcp.IP.IsUnspecified() {
-		return nil, fmt.Errorf("advertised raft address %q must be a concrete IP other nodes can reach", advertise)
-	}
-	return tcp, nil
 }
 
 // Addr is the address other nodes dial to reach this one.

@@ -56,8 +56,8 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.raftAddr, "raft-addr", store.DefaultRaftAddr, "bind address of the node-to-node port (raft and forwarding)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", store.DefaultGossipAddr, "bind address for gossip (TCP and UDP)")
 	fs.StringVar(&f.advertiseHTTP, "advertise-http", "", "HTTP address other nodes and clients should use (default: --http-addr)")
-	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "node-to-node address other nodes dial (required when --raft-addr binds 0.0.0.0)")
-	fs.StringVar(&f.advertiseGoss, "advertise-gossip", "", "gossip address other nodes use (required when --gossip-addr binds 0.0.0.0)")
+	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "node-to-node address other nodes dial (default: --raft-addr, or the first private IP when it binds 0.0.0.0)")
+	fs.StringVar(&f.advertiseGoss, "advertise-gossip", "", "gossip address other nodes use (default: --gossip-addr, or the first private IP when it binds 0.0.0.0)")
 	fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses of existing members; retried with backoff until one answers")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster once this many nodes see each other (default: 1 without --join, 0 with it)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -118,20 +118,11 @@ func splitList(s string) []string {
 	return out
 }
 
-// advertisedHTTP picks the HTTP address to publish: the explicit one, else the bind address, with an
-// unspecified host replaced by the advertised raft host (the one address we know others can reach).
+// advertisedHTTP is the HTTP address to publish; the store replaces a wildcard host with the node's
+// advertised IP.
 func advertisedHTTP(f *serveFlags) string {
 	if f.advertiseHTTP != "" {
 		return f.advertiseHTTP
-	}
-	host, port, err := net.SplitHostPort(f.httpAddr)
-	if err != nil {
-		return f.httpAddr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		if rh, _, err := net.SplitHostPort(f.advertiseRaft); err == nil {
-			return net.JoinHostPort(rh, port)
-		}
 	}
 	return f.httpAddr
 }
