@@ -477,3 +477,24 @@ func TestRPCResponseRoundTrip(t *testing.T) {
 	_, err = decodeResponse("x", nil)
 	require.Error(t, err)
 }
+
+func TestRemovedNodeStaysOutUntilWiped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 4-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	ctx := ctxT(t)
+	c.start("n4", 0, c.gossipAddrs()...)
+	require.Eventually(t, func() bool { return c.suffrage(c.leader(), "n4") == "voter" }, waitFor, 50*time.Millisecond)
+
+	// Removed while still running and gossiping: reconcile must not add it back.
+	require.NoError(t, c.nodes[c.follower("n4")].store.RemoveMember(ctx, "n4"))
+	require.Never(t, func() bool { return c.suffrage(c.leader("n4"), "n4") != "absent" }, 2*time.Second, 50*time.Millisecond)
+
+	// With a wiped data dir it is a new member and is added again.
+	c.stop("n4")
+	require.NoError(t, os.RemoveAll(c.nodes["n4"].dir))
+	c.start("n4", 0, c.gossipAddrs()...)
+	require.Eventually(t, func() bool { return c.suffrage(c.leader("n4"), "n4") == "voter" }, waitFor, 50*time.Millisecond)
+}

@@ -150,6 +150,11 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 	}
 	addr := raft.ServerAddress(m.RaftAddr)
 	recorded, hasRecord := s.fsm.MemberDataID(m.ID)
+	if recorded == removedRecord(m.DataID) {
+		// An operator removed this node. It stays out until it comes back with a new data dir;
+		// re-adding it because gossip still sees it would undo the removal.
+		return nil
+	}
 	switch {
 	case !inConfig:
 		s.logger.Info("adding member as non-voter", "member", m.ID, "raft_addr", m.RaftAddr)
@@ -190,11 +195,30 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 }
 
 func (s *Store) recordMember(m transport.Member) error {
-	cmd := fsm.Command{Op: fsm.OpSetMember, Key: m.ID, Value: []byte(m.DataID)}
+	return s.recordDataID(m.ID, m.DataID)
+}
+
+// recordDataID replicates which data dir a member runs on (or, via removedRecord, that it was removed).
+func (s *Store) recordDataID(id, record string) error {
+	cmd := fsm.Command{Op: fsm.OpSetMember, Key: id, Value: []byte(record)}
 	if _, err := s.applyLocal(cmd.Encode()); err != nil {
-		return fmt.Errorf("record data id: %w", err)
+		return fmt.Errorf("record data id of %s: %w", id, err)
 	}
 	return nil
+}
+
+// removedRecord marks a member's data dir as removed by an operator.
+func removedRecord(dataID string) string { return "removed:" + dataID }
+
+// memberDataID is the data dir id of member id, from gossip or else from the replicated record.
+func (s *Store) memberDataID(id string) string {
+	for _, m := range s.gossip.Members() {
+		if m.ID == id && m.DataID != "" {
+			return m.DataID
+		}
+	}
+	recorded, _ := s.fsm.MemberDataID(id)
+	return recorded
 }
 
 func (s *Store) caughtUp(ctx context.Context, addr string) bool {
@@ -353,6 +377,11 @@ func (s *Store) removeLocal(id string) error {
 	}
 	if _, ok := servers[raft.ServerID(id)]; !ok {
 		return fmt.Errorf("%w: %q is not in the raft configuration", ErrUnknownMember, id)
+	}
+	if dataID := s.memberDataID(id); dataID != "" {
+		if err := s.recordDataID(id, removedRecord(dataID)); err != nil {
+			return err
+		}
 	}
 	if err := s.raft.RemoveServer(raft.ServerID(id), 0, membershipChangeTimeout).Error(); err != nil {
 		return classifyApplyError(err)
