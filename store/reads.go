@@ -117,9 +117,10 @@ type readBatcher struct {
 }
 
 type readBatch struct {
-	done  chan struct{}
-	index uint64
-	err   error
+	done    chan struct{}
+	readers int // how many reads share this batch's round
+	index   uint64
+	err     error
 }
 
 func newReadBatcher(confirm func() (uint64, error)) *readBatcher {
@@ -132,6 +133,7 @@ func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
 		b.pending = &readBatch{done: make(chan struct{})}
 	}
 	batch := b.pending
+	batch.readers++
 	b.mu.Unlock()
 	select {
 	case b.kick <- struct{}{}:
