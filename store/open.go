@@ -42,7 +42,9 @@ type Store struct {
 	rpcSrv *transport.RPCServer
 	rpc    *transport.RPCClient
 	gossip *transport.Gossip
-	reads  *readBatcher
+	reads  *readBatcher // read index rounds while leading
+	// remoteReads batches the read index requests a follower sends to the leader.
+	remoteReads *readBatcher
 
 	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
 	// own. Until then its commit index may lag entries committed by the previous leader, so it must
@@ -135,6 +137,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	undo = append(undo, func() { s.raft.Shutdown().Error() })
 	s.reads = newReadBatcher(s.confirmReadIndex)
+	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader)
 
 	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
 	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))
@@ -162,6 +165,7 @@ func Open(cfg Config) (_ *Store, err error) {
 
 	s.goRun(func() { s.watchLeadership(notify) })
 	s.goRun(s.reads.run(s.ctx))
+	s.goRun(s.remoteReads.run(s.ctx))
 	s.goRun(s.publishStateLoop)
 	if len(cfg.Join) > 0 {
 		s.goRun(func() {

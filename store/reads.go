@@ -57,7 +57,7 @@ func (s *Store) waitLinearizable(ctx context.Context) error {
 		if local {
 			idx, err = s.reads.readIndex(ctx)
 		} else {
-			idx, err = s.forwardReadIndex(ctx, addr)
+			idx, err = s.remoteReads.readIndex(ctx)
 		}
 		return err
 	})
@@ -68,6 +68,18 @@ func (s *Store) waitLinearizable(ctx context.Context) error {
 		return fmt.Errorf("%w: applying up to read index %d: %v", ErrTimeout, idx, err)
 	}
 	return nil
+}
+
+// confirmReadIndexViaLeader is a follower's batched round: one RPC to the leader serves every read
+// that queued on this node before it was sent, just as one quorum round does on the leader.
+func (s *Store) confirmReadIndexViaLeader() (uint64, error) {
+	addr, _ := s.raft.LeaderWithID()
+	if addr == "" {
+		return 0, errNoLeaderKnown
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	return s.forwardReadIndex(ctx, string(addr))
 }
 
 func (s *Store) forwardReadIndex(ctx context.Context, addr string) (uint64, error) {
