@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -497,4 +498,48 @@ func TestRemovedNodeStaysOutUntilWiped(t *testing.T) {
 	require.NoError(t, os.RemoveAll(c.nodes["n4"].dir))
 	c.start("n4", 0, c.gossipAddrs()...)
 	require.Eventually(t, func() bool { return c.suffrage(c.leader("n4"), "n4") == "voter" }, waitFor, 50*time.Millisecond)
+}
+
+func TestFramesRoundTripAndRejectGarbage(t *testing.T) {
+	frames := [][]byte{{}, []byte("a"), bytes.Repeat([]byte("x"), 300)}
+	got, err := decodeFrames(encodeFrames(frames))
+	require.NoError(t, err)
+	require.Equal(t, frames, got)
+	enc := encodeFrames(frames)
+	for i := 0; i < len(enc); i++ {
+		_, err := decodeFrames(enc[:i])
+		require.Error(t, err, "truncated at %d", i)
+	}
+	_, err = decodeFrames(append(enc, 0))
+	require.Error(t, err, "trailing bytes")
+}
+
+func TestConcurrentForwardedWritesAllLand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	ctx := ctxT(t)
+	fol := c.nodes[c.follower()].store
+	var wg sync.WaitGroup
+	indexes := make([]uint64, 200)
+	for i := range indexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idx, err := fol.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), Precondition{})
+			assert.NoError(t, err)
+			indexes[i] = idx
+		}()
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for i, idx := range indexes {
+		require.False(t, seen[idx], "index %d reused", idx)
+		seen[idx] = true
+		e, err := fol.Get(ctx, fmt.Sprintf("k%03d", i), Linearizable)
+		require.NoError(t, err)
+		require.Equal(t, idx, e.ModIndex)
+	}
 }

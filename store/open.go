@@ -45,6 +45,7 @@ type Store struct {
 	reads  *readBatcher // read index rounds while leading
 	// remoteReads batches the read index requests a follower sends to the leader.
 	remoteReads *readBatcher
+	forwarder   *forwarder // batches writes a follower sends to the leader
 
 	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
 	// own. Until then its commit index may lag entries committed by the previous leader, so it must
@@ -138,6 +139,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	undo = append(undo, func() { s.raft.Shutdown().Error() })
 	s.reads = newReadBatcher(s.confirmReadIndex)
 	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader)
+	s.forwarder = newForwarder(s)
 
 	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
 	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))
@@ -166,6 +168,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.goRun(func() { s.watchLeadership(notify) })
 	s.goRun(s.reads.run(s.ctx))
 	s.goRun(s.remoteReads.run(s.ctx))
+	s.goRun(s.forwarder.run)
 	s.goRun(s.publishStateLoop)
 	if len(cfg.Join) > 0 {
 		s.goRun(func() {

@@ -11,10 +11,10 @@ import (
 
 // Internal RPC methods, served on the raft port (see transport). Followers call the leader's.
 const (
-	rpcApply     = "apply"     // req: encoded fsm.Command; resp: apply result
-	rpcReadIndex = "readindex" // resp: a read index confirmed by a quorum
-	rpcApplied   = "applied"   // resp: the callee's applied index (caught-up checks)
-	rpcRemove    = "remove"    // req: member id
+	rpcApplyBatch = "applybatch" // req: frames of encoded fsm.Commands; resp: frames of apply results
+	rpcReadIndex  = "readindex"  // resp: a read index confirmed by a quorum
+	rpcApplied    = "applied"    // resp: the callee's applied index (caught-up checks)
+	rpcRemove     = "remove"     // req: member id
 )
 
 // errNotLeader means "ask the current leader instead": the request had no effect.
@@ -103,15 +103,15 @@ func decodeUvarint(b []byte) (uint64, error) {
 
 func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byte, error) {
 	switch method {
-	case rpcApply:
-		if _, err := fsm.DecodeCommand(req); err != nil {
+	case rpcApplyBatch:
+		if !s.isLeader() {
+			return encodeResponse(errNotLeader, nil), nil
+		}
+		results, err := s.applyBatchLocal(req)
+		if err != nil {
 			return encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil), nil
 		}
-		res, err := s.applyLocal(req)
-		if err != nil {
-			return encodeResponse(err, nil), nil
-		}
-		return encodeResponse(nil, encodeResult(res)), nil
+		return encodeResponse(nil, results), nil
 	case rpcReadIndex:
 		if !s.isLeader() {
 			return encodeResponse(errNotLeader, nil), nil

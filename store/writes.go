@@ -43,7 +43,7 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 		if local {
 			res, err = s.applyLocal(b)
 		} else {
-			res, err = s.forwardApply(ctx, addr, b)
+			res, err = s.forwarder.apply(ctx, addr, b)
 		}
 		return err
 	})
@@ -58,15 +58,23 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 
 // applyLocal hands an encoded command to Raft on this (leader) node and waits for the FSM's answer.
 func (s *Store) applyLocal(cmd []byte) (fsm.Result, error) {
+	return s.startApply(cmd)()
+}
+
+// startApply hands cmd to Raft and returns the wait for its outcome, so that callers with several
+// commands can enqueue them all before waiting on any.
+func (s *Store) startApply(cmd []byte) func() (fsm.Result, error) {
 	f := s.raft.Apply(cmd, s.cfg.RequestTimeout)
-	if err := f.Error(); err != nil {
-		return fsm.Result{}, classifyApplyError(err)
+	return func() (fsm.Result, error) {
+		if err := f.Error(); err != nil {
+			return fsm.Result{}, classifyApplyError(err)
+		}
+		res, ok := f.Response().(fsm.Result)
+		if !ok {
+			return fsm.Result{}, fmt.Errorf("unexpected fsm response %T", f.Response())
+		}
+		return res, nil
 	}
-	res, ok := f.Response().(fsm.Result)
-	if !ok {
-		return fsm.Result{}, fmt.Errorf("unexpected fsm response %T", f.Response())
-	}
-	return res, nil
 }
 
 // classifyApplyError separates failures that left the log untouched (safe to retry elsewhere) from
@@ -80,20 +88,4 @@ func classifyApplyError(err error) error {
 	default: // ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore, …
 		return fmt.Errorf("%w: %v", ErrIndeterminate, err)
 	}
-}
-
-func (s *Store) forwardApply(ctx context.Context, addr string, cmd []byte) (fsm.Result, error) {
-	resp, err := s.rpc.Call(ctx, addr, rpcApply, cmd)
-	if err != nil {
-		if retryWrite(err) {
-			return fsm.Result{}, err
-		}
-		// The request may have reached the leader and been applied.
-		return fsm.Result{}, fmt.Errorf("%w: forwarding to leader %s: %v", ErrIndeterminate, addr, err)
-	}
-	payload, err := decodeResponse(addr, resp)
-	if err != nil {
-		return fsm.Result{}, err
-	}
-	return decodeResult(payload)
 }

@@ -1,0 +1,242 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/raftkv/raftkv/fsm"
+)
+
+const (
+	// maxForwardBatch bounds how many writes ride one RPC to the leader.
+	maxForwardBatch = 256
+	// forwardRPCsInFlight lets the next batch go out while one is being applied, so a batch never waits
+	// for a whole commit round before it is sent, yet concurrent writes still coalesce under load.
+	forwardRPCsInFlight = 2
+)
+
+// forwarder batches the writes a follower forwards to the leader: every write that queues while the
+// in-flight RPCs are busy rides the next one. Under load this turns N forwarded requests, each read,
+// parsed and answered by the leader, into one; alone, a write goes out at once.
+type forwarder struct {
+	s     *Store
+	mu    sync.Mutex
+	queue []*forwardedWrite
+	kick  chan struct{}
+	slots chan struct{}
+}
+
+type forwardedWrite struct {
+	addr  string
+	cmd   []byte
+	taken bool // handed to an RPC: from then on the leader may apply it
+	done  chan struct{}
+	res   fsm.Result
+	err   error
+}
+
+func newForwarder(s *Store) *forwarder {
+	return &forwarder{s: s, kick: make(chan struct{}, 1), slots: make(chan struct{}, forwardRPCsInFlight)}
+}
+
+// apply forwards one encoded command to the leader at addr. Like applyLocal, its error says whether the
+// write certainly had no effect (errNotLeader, transport.ErrUnreachable, ctx errors before sending) or
+// may have been applied (ErrIndeterminate).
+func (f *forwarder) apply(ctx context.Context, addr string, cmd []byte) (fsm.Result, error) {
+	w := &forwardedWrite{addr: addr, cmd: cmd, done: make(chan struct{})}
+	f.mu.Lock()
+	f.queue = append(f.queue, w)
+	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+		return w.res, w.err
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !w.taken {
+		for i, q := range f.queue {
+			if q == w {
+				f.queue = append(f.queue[:i], f.queue[i+1:]...)
+				break
+			}
+		}
+		return fsm.Result{}, ctx.Err() // never sent: nothing happened
+	}
+	return fsm.Result{}, fmt.Errorf("%w: no answer from leader %s in time: %v", ErrIndeterminate, addr, ctx.Err())
+}
+
+func (f *forwarder) run() {
+	ctx := f.s.ctx
+	for {
+		select {
+		case <-ctx.Done():
+			f.failQueued(ErrShuttingDown)
+			return
+		case <-f.kick:
+		}
+		for {
+			select {
+			case f.slots <- struct{}{}:
+			case <-ctx.Done():
+				f.failQueued(ErrShuttingDown)
+				return
+			}
+			batch := f.take()
+			if len(batch) == 0 {
+				<-f.slots
+				break
+			}
+			go func() {
+				defer func() { <-f.slots }()
+				f.send(batch)
+			}()
+		}
+	}
+}
+
+// take removes the next batch from the queue: writes for the same leader address, oldest first.
+func (f *forwarder) take() []*forwardedWrite {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) == 0 {
+		return nil
+	}
+	addr := f.queue[0].addr
+	var batch []*forwardedWrite
+	rest := f.queue[:0]
+	for _, w := range f.queue {
+		if w.addr == addr && len(batch) < maxForwardBatch {
+			w.taken = true
+			batch = append(batch, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	clear(f.queue[len(rest):])
+	f.queue = rest
+	if len(f.queue) > 0 {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+	return batch
+}
+
+func (f *forwarder) failQueued(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.queue {
+		w.err = err
+		close(w.done)
+	}
+	f.queue = nil
+}
+
+func (f *forwarder) send(batch []*forwardedWrite) {
+	addr := batch[0].addr
+	ctx, cancel := context.WithTimeout(f.s.ctx, f.s.cfg.RequestTimeout)
+	defer cancel()
+	cmds := make([][]byte, len(batch))
+	for i, w := range batch {
+		cmds[i] = w.cmd
+	}
+	resp, err := f.s.rpc.Call(ctx, addr, rpcApplyBatch, encodeFrames(cmds))
+	var results [][]byte
+	if err == nil {
+		var payload []byte
+		if payload, err = decodeResponse(addr, resp); err == nil {
+			results, err = decodeFrames(payload)
+			if err == nil && len(results) != len(batch) {
+				err = fmt.Errorf("%w: leader %s answered %d of %d writes", errRemote, addr, len(results), len(batch))
+			}
+		}
+	}
+	for i, w := range batch {
+		switch {
+		case err != nil && retryWrite(err):
+			w.err = err
+		case err != nil:
+			w.err = fmt.Errorf("%w: forwarding to leader %s: %v", ErrIndeterminate, addr, err)
+		default:
+			var payload []byte
+			if payload, w.err = decodeResponse(addr, results[i]); w.err == nil {
+				w.res, w.err = decodeResult(payload)
+			}
+		}
+		close(w.done)
+	}
+}
+
+// applyBatchLocal is the leader's side: every command is handed to Raft before any is waited for, so
+// they share log writes and commit rounds.
+func (s *Store) applyBatchLocal(req []byte) ([]byte, error) {
+	cmds, err := decodeFrames(req)
+	if err != nil {
+		return nil, err
+	}
+	futures := make([]func() (fsm.Result, error), len(cmds))
+	for i, cmd := range cmds {
+		if _, err := fsm.DecodeCommand(cmd); err != nil {
+			bad := fmt.Errorf("%w: %v", ErrInvalid, err)
+			futures[i] = func() (fsm.Result, error) { return fsm.Result{}, bad }
+			continue
+		}
+		futures[i] = s.startApply(cmd)
+	}
+	results := make([][]byte, len(cmds))
+	for i, wait := range futures {
+		res, err := wait()
+		if err != nil {
+			results[i] = encodeResponse(err, nil)
+		} else {
+			results[i] = encodeResponse(nil, encodeResult(res))
+		}
+	}
+	return encodeFrames(results), nil
+}
+
+// encodeFrames concatenates length-prefixed byte strings, preceded by their count.
+func encodeFrames(frames [][]byte) []byte {
+	size := binary.MaxVarintLen64
+	for _, f := range frames {
+		size += binary.MaxVarintLen64 + len(f)
+	}
+	b := binary.AppendUvarint(make([]byte, 0, size), uint64(len(frames)))
+	for _, f := range frames {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+var errBadFrames = errors.New("malformed batch encoding")
+
+func decodeFrames(b []byte) ([][]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, errBadFrames
+	}
+	b = b[k:]
+	frames := make([][]byte, 0, n)
+	for i := uint64(0); i < n; i++ {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, errBadFrames
+		}
+		frames = append(frames, b[k:k+int(l)])
+		b = b[k+int(l):]
+	}
+	if len(b) != 0 {
+		return nil, errBadFrames
+	}
+	return frames, nil
+}
