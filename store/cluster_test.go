@@ -543,3 +543,37 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 		require.Equal(t, idx, e.ModIndex)
 	}
 }
+
+func TestWholeClusterRestartsOnNewAddresses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	_, err := c.nodes[ids[0]].store.Put(ctx, "k", []byte("v"), Precondition{})
+	require.NoError(t, err)
+	for _, id := range ids {
+		c.stop(id)
+	}
+	// Every node comes back on new ports, as containers do on new IPs: the Raft configuration still
+	// names the old addresses, and only gossip knows the new ones.
+	for _, id := range ids {
+		c.nodes[id].raftAddr, c.nodes[id].gossAddr = "127.0.0.1:0", "127.0.0.1:0"
+	}
+	c.start(ids[0], 0)
+	for _, id := range ids[1:] {
+		c.start(id, 0, c.nodes[ids[0]].gossAddr)
+	}
+	c.waitReady(ids...)
+	st, err := c.nodes[c.leader()].store.Status(ctx)
+	require.NoError(t, err)
+	for _, m := range st.Members {
+		require.Equal(t, c.nodes[m.ID].raftAddr, m.RaftAddr, "status shows where %s is now", m.ID)
+	}
+	_, err = c.nodes[ids[1]].store.Put(ctx, "k2", []byte("v2"), Precondition{})
+	require.NoError(t, err)
+	e, err := c.nodes[ids[2]].store.Get(ctx, "k", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(e.Value))
+}

@@ -168,18 +168,6 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		s.logger.Warn("member came back with a wiped data dir; removing it to re-add it fresh", "member", m.ID)
 		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
 	}
-	if srv.Address != addr {
-		s.logger.Info("member address changed", "member", m.ID, "old", srv.Address, "new", addr)
-		var err error
-		if srv.Suffrage == raft.Voter {
-			err = s.raft.AddVoter(id, addr, 0, membershipChangeTimeout).Error()
-		} else {
-			err = s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error()
-		}
-		if err != nil {
-			return fmt.Errorf("update address: %w", err)
-		}
-	}
 	if !hasRecord {
 		if err := s.recordMember(m); err != nil {
 			return err

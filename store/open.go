@@ -105,11 +105,13 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { s.mux.Close() })
+	addrs := &gossipAddresses{}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  s.mux.RaftLayer(),
-		MaxPool: 3,
-		Timeout: raftDialTimeout,
-		Logger:  raftLog,
+		Stream:                s.mux.RaftLayer(),
+		ServerAddressProvider: addrs,
+		MaxPool:               3,
+		Timeout:               raftDialTimeout,
+		Logger:                raftLog,
 		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
 		// pipelined follower until the leader restarts (raft #611/#612).
 		MaxRPCsInFlight: 1,
@@ -161,6 +163,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err != nil {
 		return nil, err
 	}
+	addrs.gossip.Store(s.gossip)
 
 	s.logger.Info("node started", "id", cfg.NodeID, "raft_addr", s.mux.Addr().String(),
 		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState)
@@ -293,4 +296,22 @@ func concreteHost(addr string, advertised net.Addr) string {
 		return net.JoinHostPort(tcp.IP.String(), port)
 	}
 	return addr
+}
+
+// gossipAddresses tells Raft's transport where each server is now, from gossip, rather than where the
+// Raft configuration last recorded it. When every node of a cluster restarts on a new IP (containers),
+// no leader can be elected to update the configuration, but gossip already knows the new addresses.
+type gossipAddresses struct {
+	gossip atomic.Pointer[transport.Gossip]
+}
+
+var errAddressUnknown = errors.New("not known to gossip")
+
+func (a *gossipAddresses) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if g := a.gossip.Load(); g != nil {
+		if addr, ok := g.RaftAddr(string(id)); ok {
+			return raft.ServerAddress(addr), nil
+		}
+	}
+	return "", errAddressUnknown
 }

@@ -47,7 +47,9 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 			members[g.ID] = m
 		}
 		m.HTTPAddr, m.GossipAddr, m.GossipState = g.HTTPAddr, g.GossipAddr, g.State
-		if m.RaftAddr == "" {
+		if g.RaftAddr != "" {
+			// Where the node is now: Raft dials what gossip says (gossipAddresses), and the address in
+			// the Raft configuration is only where the node was when it joined.
 			m.RaftAddr = g.RaftAddr
 		}
 	}

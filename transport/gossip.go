@@ -205,6 +205,14 @@ func (g *Gossip) Members() []Member {
 	return list
 }
 
+// RaftAddr is the raft address member id last published, if gossip has heard of it.
+func (g *Gossip) RaftAddr(id string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.members[id]
+	return m.RaftAddr, ok && m.RaftAddr != ""
+}
+
 // Changes delivers a (coalesced) signal whenever membership or metadata changes.
 func (g *Gossip) Changes() <-chan struct{} { return g.changes }
 
