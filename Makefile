@@ -43,5 +43,59 @@ fuzz:
 	$(GO) test ./fsm -run '^$$' -fuzz FuzzDecodeCommand -fuzztime 30s
 	$(GO) test ./httpapi -run '^$$' -fuzz FuzzHandler -fuzztime 30s
 
+IMAGE   ?= raftkv:latest
+COMPOSE ?= docker-compose -f deploy/compose.yaml -p raftkv
+
+## image: the container image $(IMAGE): FROM scratch, the static binary, user 65532, a /data volume
+image: build
+	docker build -t $(IMAGE) .
+
+## cluster-up: a 3-node cluster in containers (deploy/compose.yaml, see deploy/README.md); API on 127.0.0.1:7000
+cluster-up: image
+	$(COMPOSE) up -d
+	@# Wait for a leader: a linearizable get answers 0 (found) or 1 (not found) only once there is one.
+	@for i in $$(seq 30); do ./$(BIN) get --addr 127.0.0.1:7000 --timeout 2s cluster-up-probe >/dev/null 2>&1; \
+	  [ $$? -le 1 ] && break; sleep 1; done
+	./$(BIN) cluster status --addr 127.0.0.1:7000
+
+## cluster-down: stop that cluster and remove its containers, network and volumes (every profile)
+cluster-down:
+	$(COMPOSE) --profile five --profile extra down -v --remove-orphans
+
+## chaos: the long chaos suite against containers (RAFTKV_CHAOS=long, minutes per scenario; see test/chaos/README.md).
+## CHAOS_RUN=regexp picks scenarios, e.g. make chaos CHAOS_RUN='kill|partition'. The short pass is part of `make test`.
+CHAOS_RUN ?= .
+chaos:
+	RAFTKV_CHAOS=long $(GO) test -count=1 -timeout 4h -v -run 'TestChaos/($(CHAOS_RUN))' ./test/chaos
+
+## chaos-short: only the short chaos pass (each nemesis once), verbose
+chaos-short:
+	$(GO) test -count=1 -timeout 20m -v -run 'TestChaos/($(CHAOS_RUN))' ./test/chaos
+
+.PHONY: image cluster-up cluster-down chaos chaos-short
+
+## bench: raftkv vs etcd vs a bare net/http ceiling, 3 nodes each on loopback, one after the other; prints
+## the table and writes it to bench/results/ (BENCH_QUICK=1: 2 s rows, a smoke run). The first run downloads etcd.
+bench: build benchall
+	./bin/benchall --raftkv ./$(BIN) --out bench/results
+
+## bench-memory: 1 M keys of 100 B into a fresh 3-node cluster via raftkv bench, then each node's RSS (goal < 1 GiB)
+bench-memory: build benchall
+	./bin/benchall memory --raftkv ./$(BIN) --out bench/results
+
+## benchall: the comparison's orchestrator, from its own module (bench/etcd) so raftkv never depends on etcd
+benchall:
+	cd bench/etcd && $(GO) build -o ../../bin/benchall ./cmd/benchall
+
+## bench-go: the Go benchmarks of the hot paths
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./fsm ./httpapi ./store ./bench/...
+
+## bench-test: vet and test the bench/etcd module (a module of its own: ./... above does not include it)
+bench-test:
+	cd bench/etcd && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+.PHONY: bench bench-memory benchall bench-go bench-test
+
 clean:
 	rm -rf bin data

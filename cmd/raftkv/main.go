@@ -43,6 +43,7 @@ Cluster:
   cluster remove ID   remove member ID (a node that died for good)
 
 Other:
+  bench               generate load against a cluster; report throughput, latency and errors
   version             print the version
   help [COMMAND]      print this overview, or a command's usage
 
@@ -114,6 +115,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runList(ctx, rest, stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, rest, stdin, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "raftkv: unknown command %q\n\n%s", cmd, overview)
 	return exitUsage

@@ -1,0 +1,189 @@
+package httptarget
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftkv/raftkv/bench/loadgen"
+	"github.com/stretchr/testify/require"
+)
+
+// kvServer is a minimal stand-in for a node: PUT stores, GET answers or 404s with raftkv's error body.
+type kvServer struct {
+	mu    sync.Mutex
+	kv    map[string]string
+	reqs  []string
+	conns int
+}
+
+func newKVServer(t testing.TB) (*kvServer, string) {
+	s := &kvServer{kv: map[string]string{}}
+	return s, s.listen(t)
+}
+
+// listen serves s on one more address.
+func (s *kvServer) listen(t testing.TB) string {
+	srv := httptest.NewUnstartedServer(s)
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func (s *kvServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqs = append(s.reqs, r.Method+" "+r.URL.RequestURI())
+	switch r.Method {
+	case http.MethodPut:
+		if r.Header.Get("Content-Type") != "application/octet-stream" || r.ContentLength != int64(len(b)) {
+			w.WriteHeader(400)
+			return
+		}
+		s.kv[key] = string(b)
+		w.Write([]byte(`{"index":1}`))
+	case http.MethodGet:
+		v, ok := s.kv[key]
+		if !ok {
+			w.WriteHeader(404)
+			w.Write([]byte(`{"error":"key not found","code":"key_not_found"}`))
+			return
+		}
+		w.Write([]byte(v))
+	}
+}
+
+func TestPutGetReuseConnections(t *testing.T) {
+	s, addr := newKVServer(t)
+	c, err := New(Config{Addrs: []string{addr}, Concurrency: 1})
+	require.NoError(t, err)
+	defer c.Close()
+	tg := c.Node(0)
+	ctx := context.Background()
+	for i := range 200 {
+		key := "k/" + string(rune('a'+i%26))
+		require.NoError(t, tg.Put(ctx, key, []byte(strings.Repeat("v", i%7+1))))
+		require.NoError(t, tg.Get(ctx, key))
+	}
+	s.mu.Lock()
+	require.Equal(t, 1, s.conns, "one kept-alive connection for a sequential worker")
+	require.Equal(t, strings.Repeat("v", 199%7+1), s.kv["k/"+string(rune('a'+199%26))])
+	require.Equal(t, "PUT /v1/kv/k/a", s.reqs[0])
+	s.mu.Unlock()
+
+	err = tg.Get(ctx, "missing")
+	var se *StatusError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, "HTTP 404 key_not_found", loadgen.ErrorKind(err))
+	// After a failure the request objects are rebuilt, and the next call works.
+	require.NoError(t, tg.Put(ctx, "after", []byte("x")))
+	require.NoError(t, tg.Put(ctx, "empty", nil))
+	s.mu.Lock()
+	require.Equal(t, "", s.kv["empty"])
+	s.mu.Unlock()
+}
+
+func TestStaleQuery(t *testing.T) {
+	s, addr := newKVServer(t)
+	c, err := New(Config{Addrs: []string{"http://" + addr + "/"}, Stale: true})
+	require.NoError(t, err)
+	defer c.Close()
+	tg := c.Node(0)
+	require.NoError(t, tg.Put(context.Background(), "a", []byte("1")))
+	require.NoError(t, tg.Get(context.Background(), "a"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	require.Equal(t, []string{"PUT /v1/kv/a", "GET /v1/kv/a?consistency=stale"}, s.reqs)
+}
+
+func TestTransportErrorKind(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := l.Addr().String()
+	require.NoError(t, l.Close())
+	c, err := New(Config{Addrs: []string{dead}})
+	require.NoError(t, err)
+	err = c.Node(0).Put(context.Background(), "a", []byte("x"))
+	var te *TransportError
+	require.ErrorAs(t, err, &te)
+	require.Equal(t, "transport: connection refused", loadgen.ErrorKind(err))
+	require.NotContains(t, err.Error(), "/v1/kv/a", "the URL is dropped from the message")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, addr := newKVServer(t)
+	c2, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	err = c2.Node(0).Get(ctx, "a")
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+	require.Equal(t, "canceled", loadgen.ErrorKind(err))
+}
+
+func TestConcurrentWorkersUnderLoad(t *testing.T) {
+	s, a1 := newKVServer(t)
+	a2 := s.listen(t) // two nodes, one key space
+	c, err := New(Config{Addrs: []string{a1, a2}, Concurrency: 8})
+	require.NoError(t, err)
+	defer c.Close()
+	f, err := c.Factory(loadgen.Spread)
+	require.NoError(t, err)
+	res, err := loadgen.Run(context.Background(), loadgen.Config{Op: loadgen.OpMixed, ReadRatio: 0.5,
+		Concurrency: 8, Duration: 300 * time.Millisecond, Keys: 50, NewTarget: f})
+	require.NoError(t, err)
+	require.Zero(t, res.Errors, res.ErrorKinds)
+	require.Positive(t, res.Ops)
+}
+
+func TestBadAddr(t *testing.T) {
+	for _, a := range []string{"ftp://x:1", "http://x:1/path", "http://"} {
+		_, err := New(Config{Addrs: []string{a}})
+		require.Error(t, err, a)
+	}
+	_, err := New(Config{})
+	require.Error(t, err)
+}
+
+// The client's cost per request, against a local server: allocations here are the client's and the
+// server's together (same process), so compare runs, not absolute numbers.
+func BenchmarkNodeTarget(b *testing.B) {
+	_, addr := newKVServer(b)
+	c, err := New(Config{Addrs: []string{addr}, Concurrency: 1})
+	require.NoError(b, err)
+	defer c.Close()
+	tg := c.Node(0)
+	ctx := context.Background()
+	value := []byte(strings.Repeat("v", 100))
+	require.NoError(b, tg.Put(ctx, "bench/1", value))
+	b.Run("put", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := tg.Put(ctx, "bench/1", value); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("get", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := tg.Get(ctx, "bench/1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
