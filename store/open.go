@@ -27,6 +27,8 @@ const (
 	raftDialTimeout  = 10 * time.Second
 	rpcDialTimeout   = 2 * time.Second
 	raftShutdownWait = 10 * time.Second
+	// gossipReconnectInterval: how often members believed dead are tried again.
+	gossipReconnectInterval = 5 * time.Second
 )
 
 // Store is one node's replicated key-value store.
@@ -173,6 +175,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.goRun(s.remoteReads.run(s.ctx))
 	s.goRun(s.forwarder.run)
 	s.goRun(s.publishStateLoop)
+	s.goRun(func() { s.gossip.ReconnectLoop(s.ctx, gossipReconnectInterval) })
 	if len(cfg.Join) > 0 {
 		s.goRun(func() {
 			if err := s.gossip.JoinWithRetry(s.ctx, cfg.Join); err != nil && s.ctx.Err() == nil {

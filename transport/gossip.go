@@ -170,6 +170,37 @@ func (g *Gossip) JoinWithRetry(ctx context.Context, addrs []string) error {
 	}
 }
 
+// ReconnectLoop keeps trying to reach members gossip believes dead, until ctx ends. memberlist only
+// probes members it thinks alive, so after a partition heals, two sides that declared each other dead
+// would otherwise never talk again (serf has the same loop for the same reason).
+func (g *Gossip) ReconnectLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if g.left.Load() {
+			return
+		}
+		var dead []string
+		g.mu.Lock()
+		for _, m := range g.members {
+			if m.State == StateDead && m.GossipAddr != "" {
+				dead = append(dead, m.GossipAddr)
+			}
+		}
+		g.mu.Unlock()
+		for _, addr := range dead {
+			if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+				g.logger.Info("reconnected to a member gossip had marked dead", "addr", addr)
+			}
+		}
+	}
+}
+
 // SetMeta publishes new metadata for this node. After Leave it does nothing: an update would
 // announce the node alive again and undo the departure.
 func (g *Gossip) SetMeta(m Meta) error {
