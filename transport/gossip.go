@@ -104,6 +104,10 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	// A node restarted with a new address (a container with a new IP) keeps its name; without a reclaim
 	// time memberlist refuses it forever (memberlist #157).
 	mc.DeadNodeReclaimTime = time.Second
+	// A node back on a new address is refused while the others still believe its old address alive,
+	// and accepted at the next full state exchange once that one is declared dead. The LAN default
+	// (30 s) made such a node wait up to a minute; a full sync of a few nodes every 5 s is cheap.
+	mc.PushPullInterval = 5 * time.Second
 	mc.Delegate = (*gossipDelegate)(g)
 	mc.Events = (*gossipEvents)(g)
 	mc.Conflict = (*gossipEvents)(g)

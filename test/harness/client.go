@@ -254,7 +254,13 @@ func (c *Client) List(prefix string, limit int, after, consistency string) (*Lis
 	if !r.OK() {
 		return nil, r
 	}
-	page := &ListPage{More: r.Header.Get("X-Kv-More") == "true", NextAfter: r.Header.Get("X-Kv-Next-After")}
+	// The header is query-escaped (keys may hold any character); NextAfter is the key itself.
+	next, err := url.QueryUnescape(r.Header.Get("X-Kv-Next-After"))
+	if err != nil {
+		r.Err = fmt.Errorf("bad X-Kv-Next-After: %w", err)
+		return nil, r
+	}
+	page := &ListPage{More: r.Header.Get("X-Kv-More") == "true", NextAfter: next}
 	if err := json.Unmarshal(r.Body, &page.Entries); err != nil {
 		r.Err = fmt.Errorf("decoding list: %w", err)
 		return nil, r
