@@ -368,7 +368,7 @@ func TestWipedNodeRejoinsAsFreshMember(t *testing.T) {
 		l := c.leader()
 		id, _ := c.nodes[l].store.fsm.MemberDataID(victim)
 		return id != oldData && c.suffrage(l, victim) == "voter"
-	}, waitFor, 50*time.Millisecond, "the wiped node is removed and re-added under its new data id")
+	}, readdDelay+waitFor, 50*time.Millisecond, "the wiped node is removed and, after readdDelay, re-added under its new data id")
 	e, err := s.Get(ctx, "k", Stale)
 	require.NoError(t, err)
 	require.Equal(t, "v", string(e.Value))

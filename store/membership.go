@@ -21,6 +21,10 @@ const (
 	// bootstrapStable is how long the same set of nodes must be seen before bootstrapping with it, so
 	// that nodes racing through start-up agree on one configuration.
 	bootstrapStable = time.Second
+	// readdDelay keeps a wiped node out for a while after its removal: a snapshot the leader was still
+	// sending to the old incarnation must not land on the new one after a newer snapshot did (seen in
+	// the chaos suite: raft installs the older snapshot and then panics on a missing log).
+	readdDelay = 20 * time.Second
 )
 
 // watchLeadership runs leaderLoop for exactly as long as this node leads.
@@ -156,6 +160,8 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		return nil
 	}
 	switch {
+	case !inConfig && time.Since(s.wipedRemovedAt[m.ID]) < readdDelay:
+		return nil
 	case !inConfig:
 		s.logger.Info("adding member as non-voter", "member", m.ID, "raft_addr", m.RaftAddr)
 		if err := s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
@@ -165,7 +171,8 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 	case hasRecord && recorded != m.DataID:
 		// Same id, different data dir: the node lost the log it had acknowledged. Counting it as the
 		// voter it was could lose committed writes, so it goes out and comes back as a new member.
-		s.logger.Warn("member came back with a wiped data dir; removing it to re-add it fresh", "member", m.ID)
+		s.logger.Warn("member came back with a wiped data dir; removing it to re-add it fresh", "member", m.ID, "readd_after", readdDelay)
+		s.wipedRemovedAt[m.ID] = time.Now()
 		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
 	}
 	if !hasRecord {

@@ -54,6 +54,9 @@ type Store struct {
 	// not hand out read indexes (Raft §6.4; consul #2644).
 	readyTerm atomic.Uint64
 
+	// wipedRemovedAt: when reconcile removed a member that came back wiped (leader loop only).
+	wipedRemovedAt map[string]time.Time
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -77,7 +80,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 
-	s := &Store{cfg: cfg, logger: cfg.Logger, ident: ident, fsm: fsm.New()}
+	s := &Store{cfg: cfg, logger: cfg.Logger, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
