@@ -133,7 +133,7 @@ func runMain(m *testing.M) int {
 // buildImage builds the static binary from this checkout and the image from the repository's
 // Dockerfile, in a build context of its own (so it never touches bin/ of the checkout).
 func buildImage(tag, runID string) error {
-	root, err := moduleRoot()
+	root, err := lincheck.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -189,23 +189,6 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, b, info.Mode().Perm())
 	})
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // requireEnv skips (or, with RAFTKV_REQUIRE_DOCKER=1, fails) a scenario that cannot run here.

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftkv/raftkv/test/lincheck"
 )
 
 // Timeouts for waiting on process and cluster states.
@@ -552,7 +554,7 @@ func tailLines(s string, n int) string {
 func artifactDir(t testing.TB) (string, error) {
 	base := os.Getenv("RAFTKV_TEST_ARTIFACTS")
 	if base == "" {
-		root, err := moduleRoot()
+		root, err := lincheck.ModuleRoot()
 		if err != nil {
 			return "", err
 		}

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftkv/raftkv/test/lincheck"
 )
 
 // binaryPath is the raftkv binary built by Main.
@@ -78,7 +80,7 @@ func Main(m *testing.M) int {
 }
 
 func build(dir string) (string, error) {
-	root, err := moduleRoot()
+	root, err := lincheck.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -98,23 +100,6 @@ func build(dir string) (string, error) {
 		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, output)
 	}
 	return out, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // live is every process started and not yet reaped, for the interrupt handler.

@@ -141,7 +141,7 @@ func WriteVisualization(t testing.TB, info porcupine.LinearizationInfo) (string,
 func ArtifactDir() (string, error) {
 	dir := os.Getenv("RAFTKV_TEST_ARTIFACTS")
 	if dir == "" {
-		root, err := moduleRoot()
+		root, err := ModuleRoot()
 		if err != nil {
 			return "", err
 		}
@@ -153,7 +153,8 @@ func ArtifactDir() (string, error) {
 	return filepath.Abs(dir)
 }
 
-func moduleRoot() (string, error) {
+// ModuleRoot is the directory of the go.mod above the working directory (the repository root in tests).
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
