@@ -167,7 +167,7 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		if err := s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
 			return fmt.Errorf("add non-voter: %w", err)
 		}
-		return s.recordMember(m)
+		return s.recordDataID(m.ID, m.DataID)
 	case hasRecord && recorded != m.DataID:
 		// Same id, different data dir: the node lost the log it had acknowledged. Counting it as the
 		// voter it was could lose committed writes, so it goes out and comes back as a new member.
@@ -176,7 +176,7 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
 	}
 	if !hasRecord {
-		if err := s.recordMember(m); err != nil {
+		if err := s.recordDataID(m.ID, m.DataID); err != nil {
 			return err
 		}
 	}
@@ -187,10 +187,6 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		}
 	}
 	return nil
-}
-
-func (s *Store) recordMember(m transport.Member) error {
-	return s.recordDataID(m.ID, m.DataID)
 }
 
 // recordDataID replicates which data dir a member runs on (or, via removedRecord, that it was removed).

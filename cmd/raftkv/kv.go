@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -76,12 +77,9 @@ A missing key is exit status 1.
 	if !ok {
 		return code
 	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "get takes exactly one KEY, got %d arguments", len(pos))
-	}
-	key := pos[0]
-	if key == "" {
-		return usageError(fs, stderr, "empty key")
+	key, err := onlyKey(pos, "get")
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
 	}
 	c, err := cf.newClient(nil)
 	if err != nil {
@@ -116,12 +114,9 @@ With --cas N the delete happens only if the key's modify index is N; otherwise e
 	if !ok {
 		return code
 	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "delete takes exactly one KEY, got %d arguments", len(pos))
-	}
-	key := pos[0]
-	if key == "" {
-		return usageError(fs, stderr, "empty key")
+	key, err := onlyKey(pos, "delete")
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
 	}
 	c, err := cf.newClient(nil)
 	if err != nil {
@@ -257,4 +252,15 @@ func displayValue(v []byte) string {
 		return string(v)
 	}
 	return tag + base64.StdEncoding.EncodeToString(v)
+}
+
+// onlyKey is the single, non-empty KEY argument of get and delete.
+func onlyKey(pos []string, verb string) (string, error) {
+	if len(pos) != 1 {
+		return "", fmt.Errorf("%s takes exactly one KEY, got %d arguments", verb, len(pos))
+	}
+	if pos[0] == "" {
+		return "", errors.New("empty key")
+	}
+	return pos[0], nil
 }
