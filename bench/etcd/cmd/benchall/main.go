@@ -44,7 +44,11 @@ func main() {
 const usage = `Usage: benchall [flags]           compare raftkv, etcd and the ceiling (make bench)
        benchall memory [flags]    load 1 M keys into raftkv and report each node's RSS (make bench-memory)
 
-BENCH_QUICK=1 (or --quick) runs each row for 2 s instead of 10 s: a smoke run.
+BENCH_QUICK=1 (or --quick) runs each row for 2 s instead of 10 s, one round: a smoke run.
+
+The systems take turns: each round starts raftkv, runs every row, stops it, then etcd, then the
+ceiling. With --rounds R > 1 each row's number is the median of its R runs, so a burst of other work
+on a shared machine moves one run, not the ratio.
 `
 
 // workload is one row of the table.
@@ -72,6 +76,7 @@ type compareFlags struct {
 	duration  time.Duration
 	warmup    time.Duration
 	quick     bool
+	rounds    int
 	only      string
 	placement string
 	keys      int
@@ -89,6 +94,7 @@ func runCompare(args []string) int {
 	fs.DurationVar(&f.duration, "duration", 0, "measured time per row (default 10s, 2s when quick)")
 	fs.DurationVar(&f.warmup, "warmup", 0, "unmeasured warmup per row (default 1s, 500ms when quick)")
 	fs.BoolVar(&f.quick, "quick", quickEnv, "a smoke run: short rows (env BENCH_QUICK=1)")
+	fs.IntVar(&f.rounds, "rounds", 0, "times every system runs every row, taking turns; rows report the median (default 3, 1 when quick)")
 	fs.StringVar(&f.only, "only", "raftkv,etcd,ceiling", "the systems to run, comma-separated")
 	fs.StringVar(&f.placement, "placement", string(loadgen.Spread), "spread (round-robin per request) or pin (worker i to node i mod 3)")
 	fs.IntVar(&f.keys, "keys", loadgen.DefaultKeys, "key-space size")
@@ -109,6 +115,16 @@ func runCompare(args []string) int {
 		if f.quick {
 			f.duration = 2 * time.Second
 		}
+	}
+	if f.rounds == 0 {
+		f.rounds = 3
+		if f.quick {
+			f.rounds = 1
+		}
+	}
+	if f.rounds < 0 {
+		fmt.Fprintf(os.Stderr, "benchall: --rounds %d: want at least 1\n", f.rounds)
+		return 2
 	}
 	if f.warmup == 0 {
 		f.warmup = time.Second
@@ -152,8 +168,8 @@ func runCompare(args []string) int {
 	if only["raftkv"] {
 		rep.Meta.RaftkvVersion = raftkvVersion(f.raftkv)
 	}
-	fmt.Printf("benchall: %d workloads × %s, %s per row after %s warmup%s; temp dir %s\n",
-		len(workloads), strings.Join(onlyNames(only), ", "), f.duration, f.warmup, quickNote(f.quick), env.root)
+	fmt.Printf("benchall: %d workloads × %s, %s per row after %s warmup, %d round(s)%s; temp dir %s\n",
+		len(workloads), strings.Join(onlyNames(only), ", "), f.duration, f.warmup, f.rounds, quickNote(f.quick), env.root)
 	fmt.Println("benchall: this machine is shared: other work running at the same time moves the numbers.")
 
 	fsyncN, rttN := 200, 5000
@@ -171,14 +187,19 @@ func runCompare(args []string) int {
 		loadgen.FormatDuration(floors.rttP50), loadgen.FormatDuration(floors.rttP99))
 
 	failed := false
-	for _, spec := range systemSpecs {
-		if !only[spec.name] || ctx.Err() != nil {
-			continue
+	for round := 1; round <= f.rounds && ctx.Err() == nil; round++ {
+		if f.rounds > 1 {
+			fmt.Printf("\n==== round %d of %d\n", round, f.rounds)
 		}
-		if err := runSystem(ctx, env, spec.name, spec.start, f, placement, rep); err != nil {
-			fmt.Fprintf(os.Stderr, "benchall: %s: %v\n", spec.name, err)
-			rep.Meta.Failures = append(rep.Meta.Failures, spec.name+": "+err.Error())
-			failed = true
+		for _, spec := range systemSpecs {
+			if !only[spec.name] || ctx.Err() != nil {
+				continue
+			}
+			if err := runSystem(ctx, env, spec.name, spec.start, f, placement, rep); err != nil {
+				fmt.Fprintf(os.Stderr, "benchall: %s: %v\n", spec.name, err)
+				rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s (round %d): %v", spec.name, round, err))
+				failed = true
+			}
 		}
 	}
 	rep.Meta.Interrupted = ctx.Err() != nil
@@ -254,6 +275,10 @@ func raftkvVersion(bin string) string {
 func runSystem(ctx context.Context, env *runEnv, name string, start func(context.Context, *runEnv) (system, error),
 	f compareFlags, placement loadgen.Placement, rep *report) error {
 	fmt.Printf("\n== %s: starting %d nodes\n", name, nodes)
+	// Every round starts from empty data dirs: a fresh cluster, not the last round's restarted.
+	if err := os.RemoveAll(filepath.Join(env.root, name)); err != nil {
+		return fmt.Errorf("clearing the last round's data: %w", err)
+	}
 	began := time.Now()
 	sys, err := start(ctx, env)
 	if err != nil {

@@ -100,6 +100,14 @@ func TestReportRatiosAndRendering(t *testing.T) {
 	rep.add(0, "etcd", mk("etcd", 1000, 0))
 	rep.add(0, "ceiling", mk("ceiling", 4000, 0))
 	rep.add(1, "raftkv", mk("raftkv", 500, 2))
+	// Row 2 ran three rounds: it reports the median run, whole, and lists every round.
+	rep.Meta.Rounds = 3
+	rep.add(2, "raftkv", mk("raftkv", 900, 0))
+	rep.add(2, "raftkv", &sysResult{Error: "round 2 failed"})
+	rep.add(2, "raftkv", mk("raftkv", 700, 0))
+	rep.add(2, "etcd", mk("etcd", 600, 0))
+	rep.add(2, "etcd", mk("etcd", 1000, 0))
+	rep.add(2, "etcd", mk("etcd", 800, 0))
 	rep.add(1, "etcd", &sysResult{Error: "boom"})
 
 	var tbl strings.Builder
@@ -117,6 +125,8 @@ func TestReportRatiosAndRendering(t *testing.T) {
 	require.Contains(t, md, "put c=16 failed: boom")
 	require.Contains(t, md, "| put | 1 | 800 | 1.00ms |")
 	require.Contains(t, md, "| 0.50 | 625µs | 0.10 |") // 0.5 s of server CPU per second, over 800 ops
+	require.Contains(t, md, "| put | 128 | 700 | 1.00ms | 3.00ms | 800 | 1.00ms | 3.00ms | 0.88× |")
+	require.Contains(t, md, "| 900 / failed / 700 |")
 
 	dir := t.TempDir()
 	mdPath, jsPath, err := rep.save(dir)
@@ -159,7 +169,8 @@ func TestCompareEndToEnd(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // the run's temp dir goes here, so the test can see that it is removed
 	results := t.TempDir()
-	code := runCompare([]string{"--raftkv", bin, "--out", results, "--duration", "300ms", "--warmup", "100ms"})
+	// Two rounds: the second must start every system afresh (a leftover data dir once kept etcd from forming).
+	code := runCompare([]string{"--raftkv", bin, "--out", results, "--duration", "300ms", "--warmup", "100ms", "--rounds", "2"})
 	require.Equal(t, 0, code)
 
 	left, err := os.ReadDir(tmp)
@@ -179,6 +190,7 @@ func TestCompareEndToEnd(t *testing.T) {
 			require.Empty(t, r.Error)
 			require.Positive(t, r.Ops, "%s %s c=%d", system, rw.Workload, rw.Concurrency)
 			require.Zero(t, r.Errors, "%s %s c=%d: %v", system, rw.Workload, rw.Concurrency, r.ErrorKinds)
+			require.Len(t, r.RoundsOpsPerSec, 2)
 		}
 		require.NotNil(t, rw.RaftkvOverEtcd)
 		require.NotNil(t, rw.PctOfCeiling)

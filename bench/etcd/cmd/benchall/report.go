@@ -3,6 +3,7 @@ package main
 // report.go: the comparison table, for the terminal, as Markdown and as JSON.
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,6 +49,7 @@ type meta struct {
 	DurationSec   float64  `json:"duration_s"`
 	WarmupSec     float64  `json:"warmup_s"`
 	Quick         bool     `json:"quick"`
+	Rounds        int      `json:"rounds"`
 	Placement     string   `json:"placement"`
 	Keys          int      `json:"keys"`
 	ValueSize     int      `json:"value_size"`
@@ -65,7 +68,8 @@ type row struct {
 	RaftkvOverEtcd *float64                  `json:"raftkv_over_etcd,omitempty"`
 	PctOfCeiling   *float64                  `json:"raftkv_pct_of_ceiling,omitempty"`
 
-	sys map[string]*sysResult
+	sys  map[string]*sysResult   // each system's median run, the one the row reports
+	runs map[string][]*sysResult // every run, in round order
 }
 
 type jsonSysResult struct {
@@ -75,6 +79,8 @@ type jsonSysResult struct {
 	ClientCPUCores   *float64 `json:"client_cpu_cores,omitempty"`
 	LoadAvg          *float64 `json:"loadavg_1m,omitempty"` // the whole machine's, as the window closed
 	Error            string   `json:"error,omitempty"`
+	// RoundsOpsPerSec is every round's throughput, in round order; the result above is their median.
+	RoundsOpsPerSec []float64 `json:"rounds_ops_per_sec,omitempty"`
 }
 
 const sharedNote = "Measured on a shared machine (other work ran at the same time); compare rows within one run, " +
@@ -85,17 +91,39 @@ func newReport(f compareFlags, p loadgen.Placement) *report {
 	r := &report{Meta: meta{
 		Date: time.Now().UTC().Format(time.RFC3339), Host: host, CPU: cpuModel(), Cores: runtime.NumCPU(),
 		Kernel: kernel(), Go: runtime.Version(), Etcd: "v" + version.Version, Nodes: nodes,
-		DurationSec: f.duration.Seconds(), WarmupSec: f.warmup.Seconds(), Quick: f.quick, Placement: string(p),
+		DurationSec: f.duration.Seconds(), WarmupSec: f.warmup.Seconds(), Quick: f.quick, Rounds: max(f.rounds, 1), Placement: string(p),
 		Keys: f.keys, ValueSize: f.valueSize, Note: sharedNote,
 	}}
 	for _, w := range workloads {
 		r.Rows = append(r.Rows, &row{Workload: w.label, Op: w.op, Concurrency: w.concurrency, Stale: w.stale,
-			ReadRatio: w.readRatio, sys: map[string]*sysResult{}})
+			ReadRatio: w.readRatio, sys: map[string]*sysResult{}, runs: map[string][]*sysResult{}})
 	}
 	return r
 }
 
-func (r *report) add(i int, system string, s *sysResult) { r.Rows[i].sys[system] = s }
+// add records one run of row i; the row then reports the median of the system's runs so far.
+func (r *report) add(i int, system string, s *sysResult) {
+	rw := r.Rows[i]
+	rw.runs[system] = append(rw.runs[system], s)
+	rw.sys[system] = median(rw.runs[system])
+}
+
+// median is the run with the median throughput among those that produced a result (the lower one of
+// the middle two for an even count), so its latencies and CPU come from one real run rather than a mix.
+// With no result at all, it is the last failure.
+func median(runs []*sysResult) *sysResult {
+	var ok []*sysResult
+	for _, s := range runs {
+		if s.res != nil {
+			ok = append(ok, s)
+		}
+	}
+	if len(ok) == 0 {
+		return runs[len(runs)-1]
+	}
+	slices.SortStableFunc(ok, func(a, b *sysResult) int { return cmp.Compare(a.res.Throughput, b.res.Throughput) })
+	return ok[(len(ok)-1)/2]
+}
 
 func ptr(v float64) *float64 { return &v }
 
@@ -117,6 +145,15 @@ func (r *report) finish() {
 					if s.res.Ops > 0 {
 						j.ServerCPUPerOpUs = ptr(round(float64(s.serverCPU.Microseconds())/float64(s.res.Ops), 1))
 					}
+				}
+			}
+			if runs := rw.runs[name]; len(runs) > 1 {
+				for _, run := range runs {
+					v := 0.0
+					if run.res != nil {
+						v = round(run.res.Throughput, 1)
+					}
+					j.RoundsOpsPerSec = append(j.RoundsOpsPerSec, v)
 				}
 			}
 			rw.Results[name] = j
@@ -245,6 +282,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- each row: %gs measured after %gs warmup, closed loop (each worker keeps one request in flight), "+
 		"%d keys, %d B values, workers %s over the %d nodes; everything on loopback, one system at a time\n",
 		m.DurationSec, m.WarmupSec, m.Keys, m.ValueSize, placementWords(m.Placement), m.Nodes)
+	if m.Rounds > 1 {
+		fmt.Fprintf(&b, "- %d rounds: the systems took turns (raftkv, etcd, ceiling, then again), each started fresh per round; "+
+			"every number is the row's median run, and the detail tables list each round's ops/s\n", m.Rounds)
+	}
 	fmt.Fprintf(&b, "- %s\n", m.Note)
 	for _, f := range m.Failures {
 		fmt.Fprintf(&b, "- **failed**: %s\n", f)
@@ -285,10 +326,18 @@ func (r *report) markdown() string {
 			"cores = CPU seconds per second; per op = CPU time per successful operation. client = this load generator. " +
 			"load = the machine's 1-minute load average at the end of the row: far above the core count, other work " +
 			"was competing for the CPU.\n\n")
-		writeMDTable(&b, []string{"workload", "conc", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors",
-			"server CPU (cores)", "server CPU/op", "client CPU (cores)", "load"}, func(yield func([]string)) {
+		header := []string{"workload", "conc", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors",
+			"server CPU (cores)", "server CPU/op", "client CPU (cores)", "load"}
+		if m.Rounds > 1 {
+			header = append(header, "each round (ops/s)")
+		}
+		writeMDTable(&b, header, func(yield func([]string)) {
 			for _, rw := range r.Rows {
-				yield(rw.detailCells(spec.name))
+				c := rw.detailCells(spec.name)
+				if m.Rounds > 1 {
+					c = append(c, rw.roundsCell(spec.name))
+				}
+				yield(c)
 			}
 		})
 		for _, rw := range r.Rows {
@@ -339,6 +388,19 @@ func (rw *row) detailCells(system string) []string {
 		return append(c, fmt.Sprintf("%.1f", s.loadAvg))
 	}
 	return append(c, "-")
+}
+
+// roundsCell lists every round's throughput for system, "failed" for a round that produced none.
+func (rw *row) roundsCell(system string) string {
+	var parts []string
+	for _, s := range rw.runs[system] {
+		if s.res == nil {
+			parts = append(parts, "failed")
+		} else {
+			parts = append(parts, fmt.Sprintf("%.0f", s.res.Throughput))
+		}
+	}
+	return strings.Join(parts, " / ")
 }
 
 func errorKinds(res *loadgen.Result) string {
