@@ -35,6 +35,9 @@ const (
 // version, checksum mismatch, truncation, malformed fields) as opposed to failing to read it.
 var ErrInvalidSnapshot = errors.New("fsm: invalid snapshot")
 
+// ErrStaleSnapshot is returned by Restore for a snapshot older than the state it would replace.
+var ErrStaleSnapshot = errors.New("fsm: snapshot older than the applied state")
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // snapshot is a frozen point in time: a copy-on-write clone of the tree and a copy of the members.
@@ -136,10 +139,19 @@ func (sw *snapshotWriter) string(s string) {
 // Restore replaces the whole state with the snapshot read from rc, or, if the snapshot cannot be
 // read in full and verified, returns an error and leaves the state untouched: the new tree is built
 // aside and swapped in only after the checksum matches. Raft closes rc.
+//
+// A snapshot older than what this FSM has already applied is refused (ErrStaleSnapshot). Committed
+// state never goes backwards, so such a snapshot can only be a late one, such as a transfer the leader
+// began for a member's previous incarnation that lands after a newer one. hashicorp/raft would install
+// it, move its applied index and configuration back, and panic later on a log it no longer has;
+// refused here, raft fails the InstallSnapshot RPC before changing anything.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	s, err := readSnapshot(rc)
 	if err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if applied := f.applied.Load(); s.applied < applied {
+		return fmt.Errorf("fsm: restore: %w: the snapshot is at index %d, this node has applied %d", ErrStaleSnapshot, s.applied, applied)
 	}
 	f.mu.Lock()
 	f.tree, f.members = s.tree, s.members

@@ -247,9 +247,7 @@ func TestRestoreReplacesState(t *testing.T) {
 	data := persist(t, src.f)
 
 	dst := newApplier(t)
-	for range 5 {
-		dst.put("old", "v")
-	}
+	dst.put("old", "v")
 	dst.apply(Command{Op: OpSetMember, Key: "n2", Value: []byte("d2")})
 	require.NoError(t, dst.f.Restore(io.NopCloser(bytes.NewReader(data))))
 
@@ -258,7 +256,28 @@ func TestRestoreReplacesState(t *testing.T) {
 	_, ok = dst.f.MemberDataID("n2")
 	require.False(t, ok)
 	require.Equal(t, src.mustGet("new"), dst.mustGet("new"))
-	require.Equal(t, uint64(2), dst.f.AppliedIndex(), "the applied index is the snapshot's, even when lower")
+	require.Equal(t, uint64(2), dst.f.AppliedIndex(), "the applied index is the snapshot's")
+}
+
+func TestRestoreRefusesASnapshotOlderThanTheAppliedState(t *testing.T) {
+	src := newApplier(t)
+	src.put("k", "old")
+	stale := persist(t, src.f) // at index 1
+
+	dst := newApplier(t)
+	dst.put("k", "v1")
+	dst.put("k", "v2")
+	dst.apply(Command{Op: OpSetMember, Key: "n2", Value: []byte("d2")})
+	before := persist(t, dst.f)
+
+	err := dst.f.Restore(io.NopCloser(bytes.NewReader(stale)))
+	require.ErrorIs(t, err, ErrStaleSnapshot)
+	require.Equal(t, uint64(3), dst.f.AppliedIndex(), "nothing moved back")
+	require.Equal(t, before, persist(t, dst.f), "the state is untouched")
+
+	// The same index is not older: restoring it again is allowed (and changes nothing).
+	require.NoError(t, dst.f.Restore(io.NopCloser(bytes.NewReader(before))))
+	require.Equal(t, before, persist(t, dst.f))
 }
 
 func TestRestoreWakesWaiters(t *testing.T) {
