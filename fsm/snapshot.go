@@ -151,7 +151,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	if applied := f.applied.Load(); s.applied < applied {
-		return fmt.Errorf("fsm: restore: %w: the snapshot is at index %d, this node has applied %d", ErrStaleSnapshot, s.applied, applied)
+		return fmt.Errorf("%w: the snapshot is at index %d, this node has applied %d", ErrStaleSnapshot, s.applied, applied)
 	}
 	f.mu.Lock()
 	f.tree, f.members = s.tree, s.members
