@@ -1,16 +1,20 @@
 // Package httptarget is raftkv's HTTP API as a loadgen.Target: PUT and GET /v1/kv/{key} against one
-// node, over a connection pool sized for the load. `raftkv bench` uses it against raftkv, and the
-// comparison in bench/etcd uses it against raftkv and against the bare net/http ceiling servers, which
-// serve the same paths.
+// node. `raftkv bench` uses it against raftkv, and the comparison in bench/etcd uses it against raftkv
+// and against the bare net/http ceiling servers, which serve the same paths.
 //
-// It is built to cost the client as little as possible per request, so that the numbers describe the
-// server: keep-alive connections (at least one idle connection kept per worker and node), a request
-// object per worker and node reused from one call to the next, the worker's value sent from a reused
-// bytes.Reader, and answers read to the end into io.Discard (its pooled buffer) so the connection goes
-// back to the pool. It retries nothing: every failure is a data point, counted by kind.
+// It speaks HTTP/1.1 itself over one kept-alive connection per worker and node, instead of going
+// through net/http's client: that client hands every request to two goroutines of its own (a writer and
+// a reader per connection) and allocates a request and a response per call, which on a small machine
+// made the load generator use half the CPU of the bare ceiling row, so the ceiling measured the client
+// rather than the servers. Here a worker writes its request with one write and reads the answer on its
+// own goroutine. It retries nothing: every failure is a data point, counted by kind.
+//
+// It reads what raftkv's and Go's servers send: a status line, headers, and a body framed by
+// Content-Length, by chunked encoding, or by the end of the connection. No TLS, no proxies, no redirects.
 package httptarget
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,9 +22,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/raftkv/raftkv/bench/loadgen"
@@ -30,17 +35,24 @@ import (
 type Config struct {
 	Addrs       []string // the nodes, "host:port" or "http://host:port"
 	Stale       bool     // reads with ?consistency=stale instead of the default linearizable
-	Concurrency int      // workers that will share the client; sizes the idle pool (default 128)
-	// Timeout bounds the wait for an answer's headers (default 30 s): longer than raftkv's own bounded
-	// wait (5 s), so a slow answer is measured rather than cut off, yet a run never hangs on a dead node.
+	Concurrency int      // workers that will share the client (unused: every worker has its own connections)
+	// Timeout bounds the wait for each answer (default 30 s): longer than raftkv's own bounded wait
+	// (5 s), so a slow answer is measured rather than cut off, yet a run never hangs on a dead node.
 	Timeout time.Duration
 }
 
-// Client holds the connection pool shared by every worker's targets.
+// maxErrorBody is how much of a non-2xx answer is kept for its error code and message.
+const maxErrorBody = 4 << 10
+
+// Client holds the node addresses and every connection its targets opened, for Close.
 type Client struct {
-	hc    *http.Client
-	bases []url.URL // scheme and host of each node
-	stale bool
+	hosts   []string // host:port of each node
+	stale   bool
+	timeout time.Duration
+	dialer  net.Dialer
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 // New returns a Client for cfg.Addrs.
@@ -48,172 +60,328 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("httptarget: no node address")
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 128
-	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	c := &Client{stale: cfg.Stale}
+	c := &Client{stale: cfg.Stale, timeout: cfg.Timeout, dialer: net.Dialer{Timeout: 5 * time.Second},
+		conns: map[net.Conn]struct{}{}}
 	for _, a := range cfg.Addrs {
-		u, err := parseAddr(a)
+		h, err := parseAddr(a)
 		if err != nil {
 			return nil, err
 		}
-		c.bases = append(c.bases, u)
-	}
-	tr := &http.Transport{
-		Proxy:       nil, // straight to the node, whatever the environment says
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		// With Spread every worker talks to every node, so each node may see every worker at once.
-		MaxIdleConns:          0, // no global cap
-		MaxIdleConnsPerHost:   cfg.Concurrency + 8,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.Timeout,
-		DisableCompression:    true, // values are opaque bytes; gzip would only cost CPU on both sides
-		ForceAttemptHTTP2:     false,
-	}
-	c.hc = &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		c.hosts = append(c.hosts, h)
 	}
 	return c, nil
 }
 
-func parseAddr(a string) (url.URL, error) {
+func parseAddr(a string) (string, error) {
 	a = strings.TrimSuffix(strings.TrimSpace(a), "/")
 	if !strings.Contains(a, "://") {
 		a = "http://" + a
 	}
 	u, err := url.Parse(a)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
-		return url.URL{}, fmt.Errorf("httptarget: invalid node address %q: want host:port or http://host:port", a)
+	if err != nil || u.Scheme != "http" || u.Host == "" || u.Path != "" {
+		return "", fmt.Errorf("httptarget: invalid node address %q: want host:port or http://host:port", a)
 	}
-	return url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+	return u.Host, nil
 }
 
 // Nodes is the number of nodes.
-func (c *Client) Nodes() int { return len(c.bases) }
+func (c *Client) Nodes() int { return len(c.hosts) }
 
 // Node returns a new Target bound to node i, for one worker.
 func (c *Client) Node(i int) loadgen.Target {
-	return &nodeTarget{c: c, base: c.bases[i%len(c.bases)]}
+	return &nodeTarget{c: c, host: c.hosts[i%len(c.hosts)]}
 }
 
 // Factory spreads or pins workers over every node (see loadgen.Place).
 func (c *Client) Factory(p loadgen.Placement) (loadgen.TargetFactory, error) {
-	return loadgen.Place(p, len(c.bases), func(i int) (loadgen.Target, error) { return c.Node(i), nil })
+	return loadgen.Place(p, len(c.hosts), func(i int) (loadgen.Target, error) { return c.Node(i), nil })
 }
 
-// Close releases the idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+// Close closes every connection the targets hold; a target used afterwards dials again.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn := range c.conns {
+		conn.Close()
+	}
+	clear(c.conns)
+}
 
-// nodeTarget is one worker's view of one node. It keeps one PUT and one GET request and reuses them:
-// net/http lets a caller reuse a Request once its Response body is closed, and the Transport never
-// modifies it. After any failure both are rebuilt, since the Transport may then still be holding the
-// old body (a write cut short is closed asynchronously).
+func (c *Client) track(conn net.Conn, open bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if open {
+		c.conns[conn] = struct{}{}
+	} else {
+		delete(c.conns, conn)
+	}
+}
+
+// nodeTarget is one worker's connection to one node. It is used by one goroutine at a time.
 type nodeTarget struct {
 	c    *Client
-	base url.URL
-	ctx  context.Context // the context the requests carry; they are rebuilt when it changes
+	host string
 
-	put, get *http.Request
-	putURL   url.URL
-	getURL   url.URL
-	body     *body
-	getBody  func() (io.ReadCloser, error) // body.rewind, made once: a method value allocates
-}
+	conn net.Conn
+	br   *bufio.Reader
+	req  []byte // the request being written, reused
 
-// body is a request body over the worker's value; Close is a no-op so it can be reused.
-type body struct {
-	bytes.Reader
-	value []byte
-}
-
-func (b *body) Close() error { return nil }
-
-// rewind serves GetBody: the Transport calls it to resend a request on a fresh connection when a kept-
-// alive one turned out to be closed by the server.
-func (b *body) rewind() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b.value)), nil }
-
-func (t *nodeTarget) reset(ctx context.Context) {
-	t.ctx = ctx
-	t.putURL, t.getURL = t.base, t.base
-	if t.c.stale {
-		t.getURL.RawQuery = "consistency=stale"
-	}
-	t.body = &body{}
-	t.getBody = t.body.rewind
-	t.put = (&http.Request{
-		Method:     http.MethodPut,
-		URL:        &t.putURL,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{"Content-Type": {"application/octet-stream"}},
-		Host:       t.base.Host,
-	}).WithContext(ctx)
-	t.get = (&http.Request{
-		Method:     http.MethodGet,
-		URL:        &t.getURL,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     http.Header{},
-		Host:       t.base.Host,
-	}).WithContext(ctx)
+	// ctx is the context of the calls in progress; when it ends, unblock sets the connection's deadline
+	// to the past so a worker waiting on a slow node returns at once.
+	ctx     context.Context
+	unblock func() bool
 }
 
 // Put is PUT /v1/kv/{key} with value as the body.
 func (t *nodeTarget) Put(ctx context.Context, key string, value []byte) error {
-	if t.put == nil || t.ctx != ctx {
-		t.reset(ctx)
-	}
-	t.put.URL.Path = "/v1/kv/" + key
-	t.put.ContentLength = int64(len(value))
-	if len(value) == 0 {
-		t.put.Body, t.put.GetBody = http.NoBody, nil
-	} else {
-		t.body.value = value
-		t.body.Reset(value)
-		t.put.Body, t.put.GetBody = t.body, t.getBody
-	}
-	return t.do(t.put)
+	return t.do(ctx, "PUT", key, value)
 }
 
 // Get is GET /v1/kv/{key}, linearizable unless the client is stale.
 func (t *nodeTarget) Get(ctx context.Context, key string) error {
-	if t.get == nil || t.ctx != ctx {
-		t.reset(ctx)
-	}
-	t.get.URL.Path = "/v1/kv/" + key
-	return t.do(t.get)
+	return t.do(ctx, "GET", key, nil)
 }
 
-func (t *nodeTarget) do(req *http.Request) error {
-	resp, err := t.c.hc.Do(req)
-	if err != nil {
-		t.put, t.get = nil, nil
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL would make every message unique; the node is enough
-		}
-		return &TransportError{Node: t.base.Host, Err: err}
+func (t *nodeTarget) do(ctx context.Context, method, key string, value []byte) error {
+	if err := ctx.Err(); err != nil {
+		return &TransportError{Node: t.host, Err: err}
 	}
-	if resp.StatusCode/100 == 2 {
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.put, t.get = nil, nil
-			return &TransportError{Node: t.base.Host, Err: fmt.Errorf("reading the answer: %w", err)}
-		}
+	if err := t.connect(ctx); err != nil {
+		return t.fail(ctx, err)
+	}
+	t.req = t.appendRequest(t.req[:0], method, key, value)
+	if err := t.conn.SetDeadline(time.Now().Add(t.c.timeout)); err != nil {
+		return t.fail(ctx, err)
+	}
+	if err := ctx.Err(); err != nil { // ended between the first check and the deadline above
+		return t.fail(ctx, err)
+	}
+	if _, err := t.conn.Write(t.req); err != nil {
+		return t.fail(ctx, err)
+	}
+	status, keep, body, err := t.readResponse()
+	if err != nil {
+		return t.fail(ctx, err)
+	}
+	if !keep {
+		t.close()
+	}
+	if status/100 == 2 {
 		return nil
 	}
-	t.put, t.get = nil, nil
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return statusError(t.base.Host, resp.StatusCode, b)
+	return statusError(t.host, status, body)
+}
+
+// connect dials the node unless a connection is open, and ties the connection to ctx.
+func (t *nodeTarget) connect(ctx context.Context) error {
+	if t.conn == nil {
+		conn, err := t.c.dialer.DialContext(ctx, "tcp", t.host)
+		if err != nil {
+			return err
+		}
+		t.conn = conn
+		if t.br == nil {
+			t.br = bufio.NewReaderSize(conn, 4<<10)
+		} else {
+			t.br.Reset(conn)
+		}
+		t.c.track(conn, true)
+		t.ctx = nil // a new connection needs its own watch
+	}
+	if t.ctx != ctx {
+		if t.unblock != nil {
+			t.unblock()
+		}
+		conn := t.conn
+		t.ctx = ctx
+		t.unblock = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	}
+	return nil
+}
+
+// fail closes the connection (its state is unknown after an error) and says why, preferring the
+// context's reason when it ended: the deadline it set is how the wait was cut short.
+func (t *nodeTarget) fail(ctx context.Context, err error) error {
+	t.close()
+	if cerr := ctx.Err(); cerr != nil {
+		err = cerr
+	}
+	return &TransportError{Node: t.host, Err: err}
+}
+
+func (t *nodeTarget) close() {
+	if t.conn == nil {
+		return
+	}
+	if t.unblock != nil {
+		t.unblock()
+		t.unblock = nil
+	}
+	t.c.track(t.conn, false)
+	t.conn.Close()
+	t.conn, t.ctx = nil, nil
+}
+
+func (t *nodeTarget) appendRequest(b []byte, method, key string, value []byte) []byte {
+	b = append(b, method...)
+	b = append(b, " /v1/kv/"...)
+	b = appendEscapedKey(b, key)
+	if method == "GET" && t.c.stale {
+		b = append(b, "?consistency=stale"...)
+	}
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, t.host...)
+	if method == "PUT" {
+		b = append(b, "\r\nContent-Type: application/octet-stream\r\nContent-Length: "...)
+		b = strconv.AppendInt(b, int64(len(value)), 10)
+	}
+	b = append(b, "\r\n\r\n"...)
+	return append(b, value...)
+}
+
+// appendEscapedKey appends key as a URL path: as is when every byte is one a path may carry (the
+// common case, without allocating), percent-encoded otherwise.
+func appendEscapedKey(b []byte, key string) []byte {
+	for i := 0; i < len(key); i++ {
+		if !pathSafe(key[i]) {
+			return append(b, (&url.URL{Path: key}).EscapedPath()...)
+		}
+	}
+	return append(b, key...)
+}
+
+func pathSafe(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '_' || c == '.' || c == '~' || c == '/'
+}
+
+var errMalformed = errors.New("malformed HTTP response")
+
+// readResponse reads one answer. It returns the status, whether the connection may carry another
+// request, and, for a non-2xx status, the start of the body.
+func (t *nodeTarget) readResponse() (status int, keep bool, body []byte, err error) {
+	line, err := t.br.ReadSlice('\n')
+	if err != nil {
+		return 0, false, nil, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return 0, false, nil, fmt.Errorf("%w: status line %q", errMalformed, bytes.TrimSpace(line))
+	}
+	status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, false, nil, fmt.Errorf("%w: status line %q", errMalformed, bytes.TrimSpace(line))
+	}
+	keep = line[7] == '1' // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it
+	length, chunked := int64(-1), false
+	for {
+		h, err := t.br.ReadSlice('\n')
+		if err != nil {
+			return 0, false, nil, err
+		}
+		h = bytes.TrimRight(h, "\r\n")
+		if len(h) == 0 {
+			break
+		}
+		name, val, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			return 0, false, nil, fmt.Errorf("%w: header line %q", errMalformed, h)
+		}
+		val = bytes.TrimSpace(val)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.ParseInt(string(val), 10, 64); err != nil || length < 0 {
+				return 0, false, nil, fmt.Errorf("%w: Content-Length %q", errMalformed, val)
+			}
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(val, []byte("chunked"))
+		case bytes.EqualFold(name, []byte("Connection")):
+			keep = keep && !bytes.EqualFold(val, []byte("close"))
+		}
+	}
+	var sink bodySink
+	if status/100 != 2 {
+		sink.keep = maxErrorBody
+	}
+	switch {
+	case status/100 == 1 || status == 204 || status == 304:
+		// no body
+	case chunked:
+		err = t.readChunked(&sink)
+	case length >= 0:
+		err = sink.copyN(t.br, length)
+	default: // the body runs to the end of the connection
+		_, err = io.Copy(&sink, t.br)
+		keep = false
+	}
+	if err != nil {
+		return 0, false, nil, err
+	}
+	return status, keep, sink.kept, nil
+}
+
+func (t *nodeTarget) readChunked(sink *bodySink) error {
+	for {
+		line, err := t.br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		sizeHex, _, _ := bytes.Cut(bytes.TrimSpace(line), []byte(";"))
+		size, err := strconv.ParseInt(string(sizeHex), 16, 64)
+		if err != nil || size < 0 {
+			return fmt.Errorf("%w: chunk size %q", errMalformed, line)
+		}
+		if size == 0 {
+			for { // trailers, then the blank line
+				line, err := t.br.ReadSlice('\n')
+				if err != nil {
+					return err
+				}
+				if len(bytes.TrimRight(line, "\r\n")) == 0 {
+					return nil
+				}
+			}
+		}
+		if err := sink.copyN(t.br, size); err != nil {
+			return err
+		}
+		if _, err := t.br.Discard(2); err != nil { // the chunk's CRLF
+			return err
+		}
+	}
+}
+
+// bodySink discards a body, keeping its first keep bytes.
+type bodySink struct {
+	keep int
+	kept []byte
+}
+
+func (s *bodySink) Write(p []byte) (int, error) {
+	if room := s.keep - len(s.kept); room > 0 {
+		s.kept = append(s.kept, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (s *bodySink) copyN(br *bufio.Reader, n int64) error {
+	if s.keep == 0 {
+		_, err := br.Discard(int(n))
+		return noEOF(err)
+	}
+	_, err := io.CopyN(s, br, n)
+	return noEOF(err)
+}
+
+// noEOF turns the end of the connection in the middle of a body into the error it is.
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // StatusError is a non-2xx answer. Its kind is the status and raftkv's error code: "503 no_leader".

@@ -187,3 +187,130 @@ func BenchmarkNodeTarget(b *testing.B) {
 		}
 	})
 }
+
+func TestChunkedBodiesAndErrors(t *testing.T) {
+	s, addr := newKVServer(t)
+	c, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	defer c.Close()
+	tg := c.Node(0)
+	ctx := context.Background()
+	big := strings.Repeat("x", 10<<10) // more than net/http buffers: sent chunked
+	require.NoError(t, tg.Put(ctx, "big", []byte(big)))
+	for range 3 {
+		require.NoError(t, tg.Get(ctx, "big"))
+	}
+	require.NoError(t, tg.Put(ctx, "a b?c", []byte("1")), "a key that needs escaping")
+	s.mu.Lock()
+	require.Equal(t, big, s.kv["big"])
+	require.Equal(t, "1", s.kv["a b?c"])
+	require.Equal(t, 1, s.conns, "every answer was read to its end, so the connection stayed usable")
+	s.mu.Unlock()
+}
+
+// rawServer answers every connection with the bytes of answer (ignoring what it reads) and closes it
+// when close is set; a nil answer never answers.
+func rawServer(t *testing.T, answer []byte, close bool) (addr string, accepted func() int) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := conn.Read(buf); err != nil || answer == nil {
+						if answer == nil {
+							_, _ = io.Copy(io.Discard, conn)
+						}
+						return
+					}
+					if _, err := conn.Write(answer); err != nil || close {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+func TestAnswersWithoutLengthAndClosedConnections(t *testing.T) {
+	addr, accepted := rawServer(t, []byte("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"), true)
+	c, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	defer c.Close()
+	tg := c.Node(0)
+	for range 3 {
+		require.NoError(t, tg.Get(context.Background(), "k"))
+	}
+	require.Equal(t, 3, accepted(), "a body that runs to the end of the connection: a new one each time")
+
+	addr, _ = rawServer(t, []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 40\r\n\r\n"+
+		`{"error":"no leader","code":"no_leader"}`), true)
+	c2, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	defer c2.Close()
+	err = c2.Node(0).Put(context.Background(), "k", []byte("v"))
+	require.Equal(t, "HTTP 503 no_leader", loadgen.ErrorKind(err))
+	err = c2.Node(0).Put(context.Background(), "k", []byte("v"))
+	require.Equal(t, "HTTP 503 no_leader", loadgen.ErrorKind(err), "Connection: close was honoured")
+
+	addr, _ = rawServer(t, []byte("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"), true)
+	c3, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	defer c3.Close()
+	err = c3.Node(0).Get(context.Background(), "k")
+	require.Equal(t, "transport: connection closed (EOF)", loadgen.ErrorKind(err), "a body cut short: %v", err)
+
+	addr, _ = rawServer(t, []byte("SMTP ready\r\n"), true)
+	c4, err := New(Config{Addrs: []string{addr}})
+	require.NoError(t, err)
+	defer c4.Close()
+	var te *TransportError
+	require.ErrorAs(t, c4.Node(0).Get(context.Background(), "k"), &te)
+	require.ErrorIs(t, te, errMalformed)
+}
+
+func TestCancelUnblocksAWaitingRequest(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	received := make(chan struct{})
+	go func() { // reads the request, never answers
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4096)
+		if _, err := conn.Read(buf); err == nil {
+			close(received)
+		}
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	c, err := New(Config{Addrs: []string{l.Addr().String()}})
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Node(0).Get(ctx, "k") }()
+	<-received
+	cancel()
+	select {
+	case err := <-done:
+		require.Equal(t, "canceled", loadgen.ErrorKind(err))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not return after its context was cancelled")
+	}
+}
