@@ -33,9 +33,8 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	Addrs       []string // the nodes, "host:port" or "http://host:port"
-	Stale       bool     // reads with ?consistency=stale instead of the default linearizable
-	Concurrency int      // workers that will share the client (unused: every worker has its own connections)
+	Addrs []string // the nodes, "host:port" or "http://host:port"
+	Stale bool     // reads with ?consistency=stale instead of the default linearizable
 	// Timeout bounds the wait for each answer (default 30 s): longer than raftkv's own bounded wait
 	// (5 s), so a slow answer is measured rather than cut off, yet a run never hangs on a dead node.
 	Timeout time.Duration

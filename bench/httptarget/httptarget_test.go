@@ -71,7 +71,7 @@ func (s *kvServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func TestPutGetReuseConnections(t *testing.T) {
 	s, addr := newKVServer(t)
-	c, err := New(Config{Addrs: []string{addr}, Concurrency: 1})
+	c, err := New(Config{Addrs: []string{addr}})
 	require.NoError(t, err)
 	defer c.Close()
 	tg := c.Node(0)
@@ -138,7 +138,7 @@ func TestTransportErrorKind(t *testing.T) {
 func TestConcurrentWorkersUnderLoad(t *testing.T) {
 	s, a1 := newKVServer(t)
 	a2 := s.listen(t) // two nodes, one key space
-	c, err := New(Config{Addrs: []string{a1, a2}, Concurrency: 8})
+	c, err := New(Config{Addrs: []string{a1, a2}})
 	require.NoError(t, err)
 	defer c.Close()
 	f, err := c.Factory(loadgen.Spread)
@@ -163,7 +163,7 @@ func TestBadAddr(t *testing.T) {
 // server's together (same process), so compare runs, not absolute numbers.
 func BenchmarkNodeTarget(b *testing.B) {
 	_, addr := newKVServer(b)
-	c, err := New(Config{Addrs: []string{addr}, Concurrency: 1})
+	c, err := New(Config{Addrs: []string{addr}})
 	require.NoError(b, err)
 	defer c.Close()
 	tg := c.Node(0)

@@ -89,7 +89,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	addrs := splitAddrs(f.addr)
 	hc, err := httptarget.New(httptarget.Config{Addrs: addrs, Stale: f.consistency == "stale",
-		Concurrency: f.concurrency, Timeout: f.timeout})
+		Timeout: f.timeout})
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
 	}

@@ -318,7 +318,7 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 // runRow runs one workload against a running system, sampling the CPU time its processes and this one
 // spend during the measurement window.
 func runRow(ctx context.Context, sys system, w workload, f compareFlags, placement loadgen.Placement) (*sysResult, error) {
-	factory, done, err := sys.targets(w, placement, w.concurrency)
+	factory, done, err := sys.targets(w, placement)
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ type system interface {
 	processes() []*proc
 	addrs() []string // the client addresses, one per node
 	// targets returns the workers' target factory for a workload, and what to call when the row is done.
-	targets(w workload, p loadgen.Placement, concurrency int) (loadgen.TargetFactory, func(), error)
+	targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error)
 	// prepare writes the key space before a read workload when loadgen's own pre-population would not
 	// make it readable everywhere; it reports whether it did (the run then skips loadgen's).
 	prepare(ctx context.Context, w workload, cfg loadgen.Config) (bool, error)
@@ -157,16 +157,16 @@ func (c *raftkvCluster) processes() []*proc { return c.procs }
 func (c *raftkvCluster) addrs() []string    { return c.http }
 func (c *raftkvCluster) stop()              { stopAll(c.procs) }
 
-func (c *raftkvCluster) targets(w workload, p loadgen.Placement, concurrency int) (loadgen.TargetFactory, func(), error) {
-	return httpTargets(c.http, w.stale, p, concurrency)
+func (c *raftkvCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	return httpTargets(c.http, w.stale, p)
 }
 
 func (c *raftkvCluster) prepare(context.Context, workload, loadgen.Config) (bool, error) {
 	return false, nil
 }
 
-func httpTargets(addrs []string, stale bool, p loadgen.Placement, concurrency int) (loadgen.TargetFactory, func(), error) {
-	hc, err := httptarget.New(httptarget.Config{Addrs: addrs, Stale: stale, Concurrency: concurrency})
+func httpTargets(addrs []string, stale bool, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	hc, err := httptarget.New(httptarget.Config{Addrs: addrs, Stale: stale})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -239,7 +239,7 @@ func (c *etcdCluster) processes() []*proc { return c.procs }
 func (c *etcdCluster) addrs() []string    { return c.clients }
 func (c *etcdCluster) stop()              { stopAll(c.procs) }
 
-func (c *etcdCluster) targets(w workload, p loadgen.Placement, _ int) (loadgen.TargetFactory, func(), error) {
+func (c *etcdCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
 	cl, err := etcdtarget.Dial(c.clients)
 	if err != nil {
 		return nil, nil, err
@@ -305,8 +305,8 @@ func (c *ceilingCluster) processes() []*proc { return c.procs }
 func (c *ceilingCluster) addrs() []string    { return c.http }
 func (c *ceilingCluster) stop()              { stopAll(c.procs) }
 
-func (c *ceilingCluster) targets(w workload, p loadgen.Placement, concurrency int) (loadgen.TargetFactory, func(), error) {
-	return httpTargets(c.http, w.stale, p, concurrency)
+func (c *ceilingCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	return httpTargets(c.http, w.stale, p)
 }
 
 // prepare: the ceiling servers replicate nothing, so a key written to one is unknown to the others.
@@ -316,7 +316,7 @@ func (c *ceilingCluster) prepare(ctx context.Context, w workload, cfg loadgen.Co
 		return false, nil
 	}
 	for i, a := range c.http {
-		f, done, err := httpTargets([]string{a}, false, loadgen.Pin, 16)
+		f, done, err := httpTargets([]string{a}, false, loadgen.Pin)
 		if err != nil {
 			return false, err
 		}
