@@ -99,7 +99,7 @@ func (c *Client) Factory(p loadgen.Placement) (loadgen.TargetFactory, error) {
 	return loadgen.Place(p, len(c.hosts), func(i int) (loadgen.Target, error) { return c.Node(i), nil })
 }
 
-// Close closes every connection the targets hold; a target used afterwards dials again.
+// Close closes every connection the targets hold, once they are done: a call still in flight fails.
 func (c *Client) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
