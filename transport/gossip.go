@@ -258,11 +258,34 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if err := g.SetMeta(m); err != nil {
 		return fmt.Errorf("announce departure: %w", err)
 	}
+	g.pushStateToAlive()
 	g.left.Store(true)
 	if err := g.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("gossip leave: %w", err)
 	}
 	return nil
+}
+
+// pushStateToAlive hands this node's state, with its new metadata, to every live member over TCP
+// (memberlist's push/pull). The update that SetMeta broadcast travels over UDP gossip and may not have
+// reached a member yet; one that then hears of the departure with the old metadata would take it for a
+// failure, and a failed member stays in the Raft configuration (the chaos suite saw exactly that).
+// Best effort: a member that cannot be reached now learns of the departure from the others.
+func (g *Gossip) pushStateToAlive() {
+	self := g.ml.LocalNode().Name
+	var addrs []string
+	g.mu.Lock()
+	for name, m := range g.members {
+		if name != self && m.State == StateAlive && m.GossipAddr != "" {
+			addrs = append(addrs, m.GossipAddr)
+		}
+	}
+	g.mu.Unlock()
+	if len(addrs) == 0 {
+		return
+	}
+	n, err := g.ml.Join(addrs)
+	g.logger.Debug("pushed departure to live members", "reached", n, "of", len(addrs), "error", err)
 }
 
 // Shutdown stops gossip without announcing anything: others will see this node fail.
