@@ -275,10 +275,6 @@ func raftkvVersion(bin string) string {
 func runSystem(ctx context.Context, env *runEnv, name string, start func(context.Context, *runEnv) (system, error),
 	f compareFlags, placement loadgen.Placement, rep *report) error {
 	fmt.Printf("\n== %s: starting %d nodes\n", name, nodes)
-	// Every round starts from empty data dirs: a fresh cluster, not the last round's restarted.
-	if err := os.RemoveAll(filepath.Join(env.root, name)); err != nil {
-		return fmt.Errorf("clearing the last round's data: %w", err)
-	}
 	began := time.Now()
 	sys, err := start(ctx, env)
 	if err != nil {

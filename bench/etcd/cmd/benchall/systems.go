@@ -61,6 +61,16 @@ type runEnv struct {
 	root   string // the run's temp dir; each system gets a subdirectory for data and logs
 }
 
+// freshDir returns the system's subdirectory, emptied: every round starts a fresh cluster, not the
+// last round's restarted (etcd could not even form on the old member dirs with new ports).
+func (env *runEnv) freshDir(system string) (string, error) {
+	dir := filepath.Join(env.root, system)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("clearing the last round's data: %w", err)
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // ---- raftkv ----
 
 type raftkvCluster struct {
@@ -69,7 +79,10 @@ type raftkvCluster struct {
 }
 
 func startRaftkv(ctx context.Context, env *runEnv) (system, error) {
-	dir := filepath.Join(env.root, "raftkv")
+	dir, err := env.freshDir("raftkv")
+	if err != nil {
+		return nil, err
+	}
 	c := &raftkvCluster{}
 	ports, err := freePorts(3*nodes, true)
 	if err != nil {
@@ -186,7 +199,10 @@ type etcdCluster struct {
 }
 
 func startEtcd(ctx context.Context, env *runEnv) (system, error) {
-	dir := filepath.Join(env.root, "etcd")
+	dir, err := env.freshDir("etcd")
+	if err != nil {
+		return nil, err
+	}
 	c := &etcdCluster{}
 	ports, err := freePorts(2*nodes, false)
 	if err != nil {
@@ -200,9 +216,6 @@ func startEtcd(ctx context.Context, env *runEnv) (system, error) {
 	for i := range nodes {
 		name := "m" + strconv.Itoa(i+1)
 		data := filepath.Join(dir, name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
-		}
 		p, err := startProc("etcd "+name, filepath.Join(dir, name+".log"), env.self, "member",
 			"--name", name, "--data-dir", data, "--client", c.clients[i], "--peer", loopback(ports[2*i+1]),
 			"--initial-cluster", strings.Join(initial, ","))
@@ -264,8 +277,8 @@ type ceilingCluster struct {
 }
 
 func startCeiling(ctx context.Context, env *runEnv) (system, error) {
-	dir := filepath.Join(env.root, "ceiling")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := env.freshDir("ceiling")
+	if err != nil {
 		return nil, err
 	}
 	c := &ceilingCluster{}
