@@ -68,8 +68,7 @@ type row struct {
 	RaftkvOverEtcd *float64                  `json:"raftkv_over_etcd,omitempty"`
 	PctOfCeiling   *float64                  `json:"raftkv_pct_of_ceiling,omitempty"`
 
-	sys  map[string]*sysResult   // each system's median run, the one the row reports
-	runs map[string][]*sysResult // every run, in round order
+	runs map[string][]*sysResult // every run of each system, in round order
 }
 
 type jsonSysResult struct {
@@ -96,16 +95,22 @@ func newReport(f compareFlags, p loadgen.Placement) *report {
 	}}
 	for _, w := range workloads {
 		r.Rows = append(r.Rows, &row{Workload: w.label, Op: w.op, Concurrency: w.concurrency, Stale: w.stale,
-			ReadRatio: w.readRatio, sys: map[string]*sysResult{}, runs: map[string][]*sysResult{}})
+			ReadRatio: w.readRatio, runs: map[string][]*sysResult{}})
 	}
 	return r
 }
 
-// add records one run of row i; the row then reports the median of the system's runs so far.
+// add records one run of row i.
 func (r *report) add(i int, system string, s *sysResult) {
-	rw := r.Rows[i]
-	rw.runs[system] = append(rw.runs[system], s)
-	rw.sys[system] = median(rw.runs[system])
+	r.Rows[i].runs[system] = append(r.Rows[i].runs[system], s)
+}
+
+// result is what the row reports for system: its median run, or nil if it never ran.
+func (rw *row) result(system string) *sysResult {
+	if len(rw.runs[system]) == 0 {
+		return nil
+	}
+	return median(rw.runs[system])
 }
 
 // median is the run with the median throughput among those that produced a result (the lower one of
@@ -131,7 +136,8 @@ func ptr(v float64) *float64 { return &v }
 func (r *report) finish() {
 	for _, rw := range r.Rows {
 		rw.Results = map[string]*jsonSysResult{}
-		for name, s := range rw.sys {
+		for name := range rw.runs {
+			s := rw.result(name)
 			j := &jsonSysResult{Error: s.Error}
 			if s.res != nil {
 				jr := s.res.JSON()
@@ -175,7 +181,7 @@ func round(v float64, digits int) float64 {
 }
 
 func (rw *row) throughput(system string) float64 {
-	if s := rw.sys[system]; s != nil && s.res != nil && s.res.Ops > 0 {
+	if s := rw.result(system); s != nil && s.res != nil && s.res.Ops > 0 {
 		return s.res.Throughput
 	}
 	return 0
@@ -191,7 +197,7 @@ func (rw *row) label() string {
 
 // cells renders one system's ops/s, p50, p99.
 func (rw *row) cells(system string) []string {
-	s := rw.sys[system]
+	s := rw.result(system)
 	switch {
 	case s == nil:
 		return []string{"-", "-", "-"}
@@ -233,8 +239,8 @@ func (rw *row) summaryCells() []string {
 
 func (r *report) anyErrors() bool {
 	for _, rw := range r.Rows {
-		for _, s := range rw.sys {
-			if s.res != nil && s.res.Errors > 0 {
+		for name := range rw.runs {
+			if s := rw.result(name); s.res != nil && s.res.Errors > 0 {
 				return true
 			}
 		}
@@ -341,7 +347,7 @@ func (r *report) markdown() string {
 			}
 		})
 		for _, rw := range r.Rows {
-			if s := rw.sys[spec.name]; s != nil && s.res != nil && s.res.Errors > 0 {
+			if s := rw.result(spec.name); s != nil && s.res != nil && s.res.Errors > 0 {
 				fmt.Fprintf(&b, "\n%s c=%d errors: %s\n", rw.Workload, rw.Concurrency, errorKinds(s.res))
 			} else if s != nil && s.Error != "" {
 				fmt.Fprintf(&b, "\n%s c=%d failed: %s\n", rw.Workload, rw.Concurrency, s.Error)
@@ -353,7 +359,7 @@ func (r *report) markdown() string {
 
 func (r *report) ran(system string) bool {
 	for _, rw := range r.Rows {
-		if rw.sys[system] != nil {
+		if rw.result(system) != nil {
 			return true
 		}
 	}
@@ -362,7 +368,7 @@ func (r *report) ran(system string) bool {
 
 func (rw *row) detailCells(system string) []string {
 	c := []string{rw.label(), fmt.Sprint(rw.Concurrency)}
-	s := rw.sys[system]
+	s := rw.result(system)
 	if s == nil || s.res == nil {
 		v := "-"
 		if s != nil {
