@@ -69,12 +69,17 @@ func (s *kvServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// newTarget is a target on cfg's first node; its client is closed when the test ends.
+func newTarget(tb testing.TB, cfg Config) loadgen.Target {
+	c, err := New(cfg)
+	require.NoError(tb, err)
+	tb.Cleanup(c.Close)
+	return c.Node(0)
+}
+
 func TestPutGetReuseConnections(t *testing.T) {
 	s, addr := newKVServer(t)
-	c, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c.Close()
-	tg := c.Node(0)
+	tg := newTarget(t, Config{Addrs: []string{addr}})
 	ctx := context.Background()
 	for i := range 200 {
 		key := "k/" + string(rune('a'+i%26))
@@ -87,11 +92,11 @@ func TestPutGetReuseConnections(t *testing.T) {
 	require.Equal(t, "PUT /v1/kv/k/a", s.reqs[0])
 	s.mu.Unlock()
 
-	err = tg.Get(ctx, "missing")
+	err := tg.Get(ctx, "missing")
 	var se *StatusError
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, "HTTP 404 key_not_found", loadgen.ErrorKind(err))
-	// After a failure the request objects are rebuilt, and the next call works.
+	// An error answer leaves the connection usable.
 	require.NoError(t, tg.Put(ctx, "after", []byte("x")))
 	require.NoError(t, tg.Put(ctx, "empty", nil))
 	s.mu.Lock()
@@ -101,10 +106,7 @@ func TestPutGetReuseConnections(t *testing.T) {
 
 func TestStaleQuery(t *testing.T) {
 	s, addr := newKVServer(t)
-	c, err := New(Config{Addrs: []string{"http://" + addr + "/"}, Stale: true})
-	require.NoError(t, err)
-	defer c.Close()
-	tg := c.Node(0)
+	tg := newTarget(t, Config{Addrs: []string{"http://" + addr + "/"}, Stale: true})
 	require.NoError(t, tg.Put(context.Background(), "a", []byte("1")))
 	require.NoError(t, tg.Get(context.Background(), "a"))
 	s.mu.Lock()
@@ -117,9 +119,7 @@ func TestTransportErrorKind(t *testing.T) {
 	require.NoError(t, err)
 	dead := l.Addr().String()
 	require.NoError(t, l.Close())
-	c, err := New(Config{Addrs: []string{dead}})
-	require.NoError(t, err)
-	err = c.Node(0).Put(context.Background(), "a", []byte("x"))
+	err = newTarget(t, Config{Addrs: []string{dead}}).Put(context.Background(), "a", []byte("x"))
 	var te *TransportError
 	require.ErrorAs(t, err, &te)
 	require.Equal(t, "transport: connection refused", loadgen.ErrorKind(err))
@@ -128,9 +128,7 @@ func TestTransportErrorKind(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, addr := newKVServer(t)
-	c2, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	err = c2.Node(0).Get(ctx, "a")
+	err = newTarget(t, Config{Addrs: []string{addr}}).Get(ctx, "a")
 	require.True(t, errors.Is(err, context.Canceled), "%v", err)
 	require.Equal(t, "canceled", loadgen.ErrorKind(err))
 }
@@ -163,10 +161,7 @@ func TestBadAddr(t *testing.T) {
 // server's together (same process), so compare runs, not absolute numbers.
 func BenchmarkNodeTarget(b *testing.B) {
 	_, addr := newKVServer(b)
-	c, err := New(Config{Addrs: []string{addr}})
-	require.NoError(b, err)
-	defer c.Close()
-	tg := c.Node(0)
+	tg := newTarget(b, Config{Addrs: []string{addr}})
 	ctx := context.Background()
 	value := []byte(strings.Repeat("v", 100))
 	require.NoError(b, tg.Put(ctx, "bench/1", value))
@@ -190,10 +185,7 @@ func BenchmarkNodeTarget(b *testing.B) {
 
 func TestChunkedBodiesAndErrors(t *testing.T) {
 	s, addr := newKVServer(t)
-	c, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c.Close()
-	tg := c.Node(0)
+	tg := newTarget(t, Config{Addrs: []string{addr}})
 	ctx := context.Background()
 	big := strings.Repeat("x", 10<<10) // more than net/http buffers: sent chunked
 	require.NoError(t, tg.Put(ctx, "big", []byte(big)))
@@ -247,10 +239,7 @@ func rawServer(t *testing.T, answer []byte, close bool) (addr string, accepted f
 
 func TestAnswersWithoutLengthAndClosedConnections(t *testing.T) {
 	addr, accepted := rawServer(t, []byte("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"), true)
-	c, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c.Close()
-	tg := c.Node(0)
+	tg := newTarget(t, Config{Addrs: []string{addr}})
 	for range 3 {
 		require.NoError(t, tg.Get(context.Background(), "k"))
 	}
@@ -258,27 +247,21 @@ func TestAnswersWithoutLengthAndClosedConnections(t *testing.T) {
 
 	addr, _ = rawServer(t, []byte("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 40\r\n\r\n"+
 		`{"error":"no leader","code":"no_leader"}`), true)
-	c2, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c2.Close()
-	err = c2.Node(0).Put(context.Background(), "k", []byte("v"))
+	noLeader := newTarget(t, Config{Addrs: []string{addr}})
+	err := noLeader.Put(context.Background(), "k", []byte("v"))
 	require.Equal(t, "HTTP 503 no_leader", loadgen.ErrorKind(err))
-	err = c2.Node(0).Put(context.Background(), "k", []byte("v"))
+	err = noLeader.Put(context.Background(), "k", []byte("v"))
 	require.Equal(t, "HTTP 503 no_leader", loadgen.ErrorKind(err), "Connection: close was honoured")
 
 	addr, _ = rawServer(t, []byte("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"), true)
-	c3, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c3.Close()
-	err = c3.Node(0).Get(context.Background(), "k")
+	cutShort := newTarget(t, Config{Addrs: []string{addr}})
+	err = cutShort.Get(context.Background(), "k")
 	require.Equal(t, "transport: connection closed (EOF)", loadgen.ErrorKind(err), "a body cut short: %v", err)
 
 	addr, _ = rawServer(t, []byte("SMTP ready\r\n"), true)
-	c4, err := New(Config{Addrs: []string{addr}})
-	require.NoError(t, err)
-	defer c4.Close()
+	notHTTP := newTarget(t, Config{Addrs: []string{addr}})
 	var te *TransportError
-	require.ErrorAs(t, c4.Node(0).Get(context.Background(), "k"), &te)
+	require.ErrorAs(t, notHTTP.Get(context.Background(), "k"), &te)
 	require.ErrorIs(t, te, errMalformed)
 }
 
@@ -299,12 +282,10 @@ func TestCancelUnblocksAWaitingRequest(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, conn)
 	}()
-	c, err := New(Config{Addrs: []string{l.Addr().String()}})
-	require.NoError(t, err)
-	defer c.Close()
+	tg := newTarget(t, Config{Addrs: []string{l.Addr().String()}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Node(0).Get(ctx, "k") }()
+	go func() { done <- tg.Get(ctx, "k") }()
 	<-received
 	cancel()
 	select {
