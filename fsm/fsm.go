@@ -15,9 +15,10 @@ import (
 // and lookups stay shallow, small enough that copy-on-write after a Clone copies little.
 const btreeDegree = 32
 
-// Result is what Apply returns for every log entry; store finds it in ApplyFuture.Response().
+// Result is what Apply returns for a log entry holding one command, and, in a []Result, for each
+// command of a batch entry; store finds it in ApplyFuture.Response().
 type Result struct {
-	Index     uint64 // the raft log index of this write (its unique write index)
+	Index     uint64 // this write's index (see FSM.LastWriteIndex); 0 for a no-op or an invalid command
 	Deleted   bool   // OpDelete found the key
 	CASFailed bool   // precondition failed; nothing changed
 	Current   uint64 // on CASFailed: the key's current ModIndex (0 if absent)
@@ -27,9 +28,14 @@ type Result struct {
 // FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
 // from its single FSM goroutine; the read methods may be called from any goroutine at any time.
 type FSM struct {
-	mu      sync.RWMutex // guards tree and members
+	mu      sync.RWMutex // guards tree and members, and orders writes to lastWrite
 	tree    *btree.BTreeG[Entry]
 	members map[string]string // member id → data-dir id
+	// lastWrite is the index of the last write applied. Write indexes are unique across the store and
+	// increase in log order: a command gets max(lastWrite+1, its entry's raft index), so the only
+	// command of an entry gets the entry's raft index, and the commands of a batch consecutive ones.
+	// It is stored under mu, after the write it names, and read without it.
+	lastWrite atomic.Uint64
 
 	// applied is written after the state it describes, so a reader that sees index i through
 	// AppliedIndex or WaitApplied also sees every write up to i.
@@ -53,34 +59,66 @@ func newTree() *btree.BTreeG[Entry] {
 	return btree.NewG(btreeDegree, func(a, b Entry) bool { return a.Key < b.Key })
 }
 
-// Apply applies one committed log entry and returns its Result (as a value). It is deterministic
-// and never panics: an undecodable command is reported in Result.Err and changes nothing but the
-// applied index, which every entry advances.
+// Apply applies one committed log entry. It returns a Result (as a value) for an entry holding one
+// command and a []Result, one per command in order, for a batch; a batch whose framing is corrupt
+// changes nothing and returns a single Result with Err set. It is deterministic and never panics: an
+// undecodable command is reported in its Result.Err and changes nothing, and every entry advances the
+// applied index.
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	res := f.apply(l)
+	var res interface{}
+	if l.Type == raft.LogCommand && IsBatch(l.Data) {
+		res = f.applyBatch(l)
+	} else {
+		res = f.apply(l)
+	}
 	f.advance(l.Index)
 	return res
 }
 
 func (f *FSM) apply(l *raft.Log) Result {
-	res := Result{Index: l.Index}
 	if l.Type != raft.LogCommand {
 		// Raft sends only commands here; anything else carries no write for us.
-		return res
+		return Result{}
 	}
 	cmd, err := DecodeCommand(l.Data)
 	if err != nil {
-		res.Err = fmt.Errorf("apply log index %d: %w", l.Index, err)
-		return res
+		return Result{Err: fmt.Errorf("apply log index %d: %w", l.Index, err)}
 	}
-
 	if cmd.Op == OpNoop {
-		return res
+		return Result{}
 	}
-
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.applyLocked(l.Index, cmd)
+}
 
+func (f *FSM) applyBatch(l *raft.Log) interface{} {
+	cmds, err := DecodeBatch(l.Data)
+	if err != nil {
+		return Result{Err: fmt.Errorf("apply log index %d: %w", l.Index, err)}
+	}
+	results := make([]Result, len(cmds))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, b := range cmds {
+		cmd, err := DecodeCommand(b)
+		switch {
+		case err != nil:
+			results[i] = Result{Err: fmt.Errorf("apply log index %d, command %d: %w", l.Index, i+1, err)}
+		case cmd.Op == OpNoop:
+		default:
+			results[i] = f.applyLocked(l.Index, cmd)
+		}
+	}
+	return results
+}
+
+// applyLocked applies a decoded command other than OpNoop, carried by the entry at raft index
+// logIndex, and gives it the next write index. f.mu is held.
+func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
+	index := max(f.lastWrite.Load()+1, logIndex)
+	res := Result{Index: index}
+	defer f.lastWrite.Store(index)
 	if cmd.Op == OpSetMember {
 		f.members[cmd.Key] = string(cmd.Value)
 		return res
@@ -105,8 +143,8 @@ func (f *FSM) apply(l *raft.Log) Result {
 			// Copy: the log's buffer may be reused once Apply returns. make, unlike
 			// bytes.Clone, keeps an empty value non-nil so it reads back as "" and not null.
 			Value:       make([]byte, len(cmd.Value)),
-			CreateIndex: l.Index,
-			ModIndex:    l.Index,
+			CreateIndex: index,
+			ModIndex:    index,
 		}
 		copy(e.Value, cmd.Value)
 		if found {
@@ -153,6 +191,12 @@ func (f *FSM) wake() {
 		f.waitCh = nil
 	}
 	f.waitMu.Unlock()
+}
+
+// LastWriteIndex is the index of the last write applied: every write with an index up to it is
+// reflected in this FSM's state, none after it.
+func (f *FSM) LastWriteIndex() uint64 {
+	return f.lastWrite.Load()
 }
 
 // AppliedIndex is the highest log index the FSM has seen: through Apply, StoreConfiguration, or as

@@ -15,20 +15,24 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format, version 1 (integers are uvarints unless stated):
+// Snapshot format, version 2 (integers are uvarints unless stated):
 //
 //	magic        7 bytes  "RKVSNAP"
-//	version      1 byte   = 1
+//	version      1 byte   = 2
 //	applied      8 bytes  big-endian: the FSM's applied index at the snapshot
+//	last write   8 bytes  big-endian: the index of the last write applied
 //	members      count, then per member in id order: id, data id (each length-prefixed)
 //	entries      count, then per entry in key order: key, value (each length-prefixed),
 //	             CreateIndex, ModIndex
 //	crc          4 bytes  big-endian CRC-32C of every byte before it
 //
-// The same state always produces the same bytes (members are sorted, the tree is ordered).
+// Version 1 lacks the last write index; it was written when every write had its own entry, so its
+// applied index stands in for it. The same state always produces the same bytes (members are
+// sorted, the tree is ordered).
 const (
-	snapshotMagic   = "RKVSNAP"
-	snapshotVersion = 1
+	snapshotMagic     = "RKVSNAP"
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
 )
 
 // ErrInvalidSnapshot is wrapped by Restore errors caused by the snapshot's content (wrong magic or
@@ -42,9 +46,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // snapshot is a frozen point in time: a copy-on-write clone of the tree and a copy of the members.
 type snapshot struct {
-	applied uint64
-	members map[string]string
-	tree    *btree.BTreeG[Entry]
+	applied   uint64
+	lastWrite uint64
+	members   map[string]string
+	tree      *btree.BTreeG[Entry]
 }
 
 // Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
@@ -54,9 +59,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &snapshot{
-		applied: f.applied.Load(),
-		members: maps.Clone(f.members),
-		tree:    f.tree.Clone(),
+		applied:   f.applied.Load(),
+		lastWrite: f.lastWrite.Load(),
+		members:   maps.Clone(f.members),
+		tree:      f.tree.Clone(),
 	}, nil
 }
 
@@ -82,6 +88,7 @@ func (s *snapshot) write(w io.Writer) error {
 	sw.write([]byte(snapshotMagic))
 	sw.write([]byte{snapshotVersion})
 	sw.write(binary.BigEndian.AppendUint64(nil, s.applied))
+	sw.write(binary.BigEndian.AppendUint64(nil, s.lastWrite))
 
 	sw.uvarint(uint64(len(s.members)))
 	for _, id := range slices.Sorted(maps.Keys(s.members)) {
@@ -155,6 +162,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.tree, f.members = s.tree, s.members
+	f.lastWrite.Store(s.lastWrite)
 	f.mu.Unlock()
 	f.setApplied(s.applied)
 	return nil
@@ -170,13 +178,22 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 	if string(header[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, fmt.Errorf("%w: bad magic %q, not a raftkv snapshot", ErrInvalidSnapshot, header[:len(snapshotMagic)])
 	}
-	if v := header[len(snapshotMagic)]; v != snapshotVersion {
-		return nil, fmt.Errorf("%w: unknown format version %d (want %d)", ErrInvalidSnapshot, v, snapshotVersion)
+	version := header[len(snapshotMagic)]
+	if version != snapshotVersion && version != snapshotVersionV1 {
+		return nil, fmt.Errorf("%w: unknown format version %d (want %d)", ErrInvalidSnapshot, version, snapshotVersion)
 	}
 	s := &snapshot{
 		applied: binary.BigEndian.Uint64(header[len(snapshotMagic)+1:]),
 		members: make(map[string]string),
 		tree:    newTree(),
+	}
+	s.lastWrite = s.applied
+	if version == snapshotVersion {
+		b := make([]byte, 8)
+		if err := sr.full(b); err != nil {
+			return nil, fmt.Errorf("read last write index: %w", err)
+		}
+		s.lastWrite = binary.BigEndian.Uint64(b)
 	}
 
 	nMembers, err := sr.uvarint()

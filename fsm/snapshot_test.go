@@ -63,17 +63,21 @@ func restored(t *testing.T, data []byte) *FSM {
 
 // model is the obviously-correct reference the FSM is checked against.
 type model struct {
-	entries map[string]Entry
-	members map[string]string
-	applied uint64
+	entries   map[string]Entry
+	members   map[string]string
+	applied   uint64
+	lastWrite uint64
 }
 
 func newModel() *model {
 	return &model{entries: map[string]Entry{}, members: map[string]string{}}
 }
 
-func (m *model) apply(index uint64, c Command) Result {
-	m.applied = index
+// apply applies c, carried by the entry at logIndex.
+func (m *model) apply(logIndex uint64, c Command) Result {
+	m.applied = logIndex
+	index := max(m.lastWrite+1, logIndex)
+	m.lastWrite = index
 	res := Result{Index: index}
 	if c.Op == OpSetMember {
 		m.members[c.Key] = string(c.Value)
@@ -120,6 +124,7 @@ func requireSameState(t *testing.T, m *model, f *FSM) {
 	require.Equal(t, want, all)
 	require.Equal(t, len(m.entries), f.Len())
 	require.Equal(t, m.applied, f.AppliedIndex())
+	require.Equal(t, m.lastWrite, f.LastWriteIndex())
 	for id, dataID := range m.members {
 		got, ok := f.MemberDataID(id)
 		require.True(t, ok)
@@ -363,15 +368,36 @@ func TestRestoreRejectsWrongMagicAndVersion(t *testing.T) {
 	body := good[:len(good)-4]
 
 	otherVersion := bytes.Clone(body)
-	otherVersion[len(snapshotMagic)] = 2
+	otherVersion[len(snapshotMagic)] = 3
 	err := target.f.Restore(io.NopCloser(bytes.NewReader(withChecksum(otherVersion))))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
-	require.ErrorContains(t, err, "unknown format version 2")
+	require.ErrorContains(t, err, "unknown format version 3")
 
 	err = target.f.Restore(io.NopCloser(strings.NewReader(`{"not":"a snapshot"}`)))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
 	require.ErrorContains(t, err, "bad magic")
 	requireUntouched(t, target)
+}
+
+func TestRestoreReadsVersion1(t *testing.T) {
+	a := newApplier(t)
+	a.put("k", "v")
+	a.apply(Command{Op: OpSetMember, Key: "n1", Value: []byte("d")})
+	a.index++
+	a.f.StoreConfiguration(a.index, raft.Configuration{})
+	body := persist(t, a.f)
+	body = body[:len(body)-4]
+	// Version 1 is version 2 without the last write index after the applied index.
+	at := len(snapshotMagic) + 1 + 8
+	v1 := append(bytes.Clone(body[:at]), body[at+8:]...)
+	v1[len(snapshotMagic)] = snapshotVersionV1
+
+	f := restored(t, withChecksum(v1))
+	require.Equal(t, uint64(3), f.AppliedIndex())
+	require.Equal(t, uint64(3), f.LastWriteIndex(), "a version 1 snapshot's applied index bounds its writes")
+	e, ok := f.Get("k")
+	require.True(t, ok)
+	require.Equal(t, "v", string(e.Value))
 }
 
 func TestRestoreRejectsUnorderedKeys(t *testing.T) {
@@ -391,6 +417,7 @@ func TestRestoreRejectsUnorderedKeys(t *testing.T) {
 func TestRestoreHugeLengthDoesNotAllocateIt(t *testing.T) {
 	// A header, no members, one entry whose key claims to be 1 TiB long.
 	body := append([]byte(snapshotMagic), snapshotVersion)
+	body = binary.BigEndian.AppendUint64(body, 1)
 	body = binary.BigEndian.AppendUint64(body, 1)
 	body = append(body, 0, 1)
 	body = binary.AppendUvarint(body, 1<<40)

@@ -66,8 +66,10 @@ type Precondition struct {
 
 // StaleInfo tells a stale reader how far behind this node may be.
 type StaleInfo struct {
-	KnownLeader  bool
-	LastContact  time.Duration // since the last contact with the leader; 0 on the leader itself
+	KnownLeader bool
+	LastContact time.Duration // since the last contact with the leader; 0 on the leader itself
+	// AppliedIndex is the index of the last write this node has applied: the answer reflects every
+	// write with an index up to it.
 	AppliedIndex uint64
 }
 

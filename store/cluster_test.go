@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -529,6 +531,7 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	c.startCluster(3)
 	ctx := ctxT(t)
 	fol := c.nodes[c.follower()].store
+	before := fol.raft.LastIndex()
 	var wg sync.WaitGroup
 	indexes := make([]uint64, 200)
 	for i := range indexes {
@@ -549,6 +552,86 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, idx, e.ModIndex)
 	}
+	require.Less(t, fol.raft.LastIndex()-before, uint64(len(indexes)), "concurrent writes share log entries")
+}
+
+// TestConcurrentWritesToOneKeyGetDistinctIndexes: writes to one key that share a log entry still get
+// indexes of their own, or a cas on such an index would be ambiguous.
+func TestConcurrentWritesToOneKeyGetDistinctIndexes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	indexes := make([]uint64, 150)
+	for i := range indexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := c.nodes[ids[i%len(ids)]].store
+			idx, err := s.Put(ctx, "hot", []byte(fmt.Sprint(i)), Precondition{})
+			assert.NoError(t, err)
+			indexes[i] = idx
+		}()
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for _, idx := range indexes {
+		require.False(t, seen[idx], "two writes to one key got index %d", idx)
+		seen[idx] = true
+	}
+	e, err := c.nodes[ids[0]].store.Get(ctx, "hot", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, slices.Max(indexes), e.ModIndex, "the last write wins")
+}
+
+// TestCASCounterLosesNoIncrement runs read-modify-write loops on one key from every node at once: a
+// cas that succeeds on an index some other write also got would lose an increment.
+func TestCASCounterLosesNoIncrement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	const workers, increments = 6, 15
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := c.nodes[ids[w%len(ids)]].store
+			for done := 0; done < increments; {
+				n, pre := 0, Precondition{Check: true}
+				e, err := s.Get(ctx, "counter", Linearizable)
+				switch {
+				case errors.Is(err, ErrNotFound):
+				case !assert.NoError(t, err):
+					return
+				default:
+					n, err = strconv.Atoi(string(e.Value))
+					if !assert.NoError(t, err) {
+						return
+					}
+					pre.Index = e.ModIndex
+				}
+				_, err = s.Put(ctx, "counter", []byte(strconv.Itoa(n+1)), pre)
+				if errors.Is(err, ErrCASMismatch) {
+					continue
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+				done++
+			}
+		}()
+	}
+	wg.Wait()
+	e, err := c.nodes[ids[0]].store.Get(ctx, "counter", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, strconv.Itoa(workers*increments), string(e.Value))
 }
 
 func TestWholeClusterRestartsOnNewAddresses(t *testing.T) {

@@ -176,30 +176,34 @@ func (f *forwarder) send(batch []*forwardedWrite) {
 	}
 }
 
-// applyBatchLocal is the leader's side: every command is handed to Raft before any is waited for, so
-// they share log writes and commit rounds.
-func (s *Store) applyBatchLocal(req []byte) ([]byte, error) {
+// applyBatchLocal is the leader's side: every command joins the proposer's queue before any is waited
+// for, so they share log entries and commit rounds.
+func (s *Store) applyBatchLocal(ctx context.Context, req []byte) ([]byte, error) {
 	cmds, err := decodeFrames(req)
 	if err != nil {
 		return nil, err
 	}
-	futures := make([]func() (fsm.Result, error), len(cmds))
+	results := make([][]byte, len(cmds))
+	ws := make([]*proposal, 0, len(cmds))
 	for i, cmd := range cmds {
 		if _, err := fsm.DecodeCommand(cmd); err != nil {
-			bad := fmt.Errorf("%w: %v", ErrInvalid, err)
-			futures[i] = func() (fsm.Result, error) { return fsm.Result{}, bad }
+			results[i] = encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil)
 			continue
 		}
-		futures[i] = s.startApply(cmd)
+		ws = append(ws, newProposal(cmd))
 	}
-	results := make([][]byte, len(cmds))
-	for i, wait := range futures {
-		res, err := wait()
-		if err != nil {
+	s.proposer.submit(ws...)
+	next := 0
+	for i := range results {
+		if results[i] != nil {
+			continue
+		}
+		if res, err := s.proposer.wait(ctx, ws[next]); err != nil {
 			results[i] = encodeResponse(err, nil)
 		} else {
 			results[i] = encodeResponse(nil, encodeResult(res))
 		}
+		next++
 	}
 	return encodeFrames(results), nil
 }

@@ -192,8 +192,10 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 
 // recordDataID replicates which data dir a member runs on (or, via removedRecord, that it was removed).
 func (s *Store) recordDataID(id, record string) error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	defer cancel()
 	cmd := fsm.Command{Op: fsm.OpSetMember, Key: id, Value: []byte(record)}
-	if _, err := s.applyLocal(cmd.Encode()); err != nil {
+	if _, err := s.proposer.apply(ctx, cmd.Encode()); err != nil {
 		return fmt.Errorf("record data id of %s: %w", id, err)
 	}
 	return nil

@@ -48,6 +48,7 @@ type Store struct {
 	// remoteReads batches the read index requests a follower sends to the leader.
 	remoteReads *readBatcher
 	forwarder   *forwarder // batches writes a follower sends to the leader
+	proposer    *proposer  // batches the writes this node, as leader, hands to Raft
 
 	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
 	// own. Until then its commit index may lag entries committed by the previous leader, so it must
@@ -147,6 +148,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.reads = newReadBatcher(s.confirmReadIndex)
 	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader)
 	s.forwarder = newForwarder(s)
+	s.proposer = newProposer(s)
 
 	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
 	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))

@@ -37,7 +37,7 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int, c Con
 // StaleInfo says how far behind a stale read from this node may be.
 func (s *Store) StaleInfo() StaleInfo {
 	addr, _ := s.raft.LeaderWithID()
-	info := StaleInfo{KnownLeader: addr != "", AppliedIndex: s.fsm.AppliedIndex()}
+	info := StaleInfo{KnownLeader: addr != "", AppliedIndex: s.fsm.LastWriteIndex()}
 	if !s.isLeader() {
 		if lc := s.raft.LastContact(); !lc.IsZero() {
 			info.LastContact = time.Since(lc)

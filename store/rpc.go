@@ -107,7 +107,7 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		if !s.isLeader() {
 			return encodeResponse(errNotLeader, nil), nil
 		}
-		results, err := s.applyBatchLocal(req)
+		results, err := s.applyBatchLocal(ctx, req)
 		if err != nil {
 			return encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil), nil
 		}

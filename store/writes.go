@@ -41,7 +41,7 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
 		if local {
-			res, err = s.applyLocal(b)
+			res, err = s.proposer.apply(ctx, b)
 		} else {
 			res, err = s.forwarder.apply(ctx, addr, b)
 		}
@@ -54,27 +54,6 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 		return fsm.Result{}, fmt.Errorf("%w: %v", ErrInvalid, res.Err)
 	}
 	return res, nil
-}
-
-// applyLocal hands an encoded command to Raft on this (leader) node and waits for the FSM's answer.
-func (s *Store) applyLocal(cmd []byte) (fsm.Result, error) {
-	return s.startApply(cmd)()
-}
-
-// startApply hands cmd to Raft and returns the wait for its outcome, so that callers with several
-// commands can enqueue them all before waiting on any.
-func (s *Store) startApply(cmd []byte) func() (fsm.Result, error) {
-	f := s.raft.Apply(cmd, s.cfg.RequestTimeout)
-	return func() (fsm.Result, error) {
-		if err := f.Error(); err != nil {
-			return fsm.Result{}, classifyApplyError(err)
-		}
-		res, ok := f.Response().(fsm.Result)
-		if !ok {
-			return fsm.Result{}, fmt.Errorf("unexpected fsm response %T", f.Response())
-		}
-		return res, nil
-	}
 }
 
 // classifyApplyError separates failures that left the log untouched (safe to retry elsewhere) from

@@ -1,0 +1,65 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// A batch is one log entry that carries several commands, so that writes arriving together share
+// one entry's costs (log encoding, a BoltDB put on every node, an AppendEntries slot, a future).
+// Its commands apply in order, each with its own write index (see FSM.LastWriteIndex).
+//
+// Encoding, format version 2 (version 1 is a single Command):
+//
+//	version  1 byte   = 2
+//	count    uvarint  >= 1
+//	count ×  uvarint length, then a version-1 command encoding
+//
+// Varints must be minimal, as in a Command.
+const batchVersion byte = 2
+
+// IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.
+func IsBatch(b []byte) bool { return len(b) > 0 && b[0] == batchVersion }
+
+// AppendBatch appends the batch encoding of cmds (each a Command encoding) to dst.
+func AppendBatch(dst []byte, cmds [][]byte) []byte {
+	dst = append(dst, batchVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(cmds)))
+	for _, c := range cmds {
+		dst = binary.AppendUvarint(dst, uint64(len(c)))
+		dst = append(dst, c...)
+	}
+	return dst
+}
+
+// BatchLen is the size of the batch encoding of commands whose encodings total size bytes.
+func BatchLen(count, size int) int {
+	return 1 + uvarintLen(uint64(count)) + count*binary.MaxVarintLen32 + size
+}
+
+// DecodeBatch splits a batch into its commands' encodings, which alias b. It checks the framing
+// strictly (errors wrap ErrInvalidCommand) but not the commands themselves: each is decoded, and may
+// be rejected, on its own, so one bad command cannot hide the others' outcomes.
+func DecodeBatch(b []byte) ([][]byte, error) {
+	if !IsBatch(b) {
+		return nil, invalidCommand("not a batch")
+	}
+	n, rest, err := readUvarint(b[1:], "batch count")
+	if err != nil {
+		return nil, err
+	}
+	// Every command takes at least a length byte and a header, which bounds a corrupt count.
+	if n == 0 || n > uint64(len(rest))/(1+headerLen) {
+		return nil, invalidCommand("batch count %d does not fit %d bytes", n, len(rest))
+	}
+	cmds := make([][]byte, n)
+	for i := range cmds {
+		if cmds[i], rest, err = readBytes(rest, "batched command", "batched command length"); err != nil {
+			return nil, fmt.Errorf("command %d of %d: %w", i+1, n, err)
+		}
+	}
+	if len(rest) != 0 {
+		return nil, invalidCommand("%d trailing bytes after a batch of %d", len(rest), n)
+	}
+	return cmds, nil
+}

@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/raftkv/raftkv/fsm"
+)
+
+const (
+	// proposalsInFlight bounds the log entries of client writes this leader has handed to Raft and not
+	// yet seen applied. Writes that arrive while every slot is busy wait and then share one entry: under
+	// load the log grows by a few large entries per commit round instead of one entry per write, and every
+	// node encodes, stores, ships and applies far fewer of them. A write that arrives to a free slot goes
+	// out at once, so a lone client pays no batching delay.
+	proposalsInFlight = 2
+	// maxBatchCommands and maxBatchBytes bound one entry; a single larger command still goes alone.
+	maxBatchCommands = 1024
+	maxBatchBytes    = 1 << 20
+)
+
+// proposer is the leader's group commit: it turns the writes waiting for a slot into one batch entry
+// (fsm.AppendBatch), which the FSM applies in order, each write with its own index.
+type proposer struct {
+	s        *Store
+	mu       sync.Mutex
+	queue    []*proposal
+	inFlight int
+}
+
+type proposal struct {
+	cmd   []byte
+	taken bool // in an entry handed to Raft: from then on it may be applied
+	done  chan struct{}
+	res   fsm.Result
+	err   error
+}
+
+func newProposer(s *Store) *proposer { return &proposer{s: s} }
+
+func newProposal(cmd []byte) *proposal { return &proposal{cmd: cmd, done: make(chan struct{})} }
+
+// apply proposes the encoded command cmd and waits for its outcome. Its error says whether the write
+// certainly had no effect (errNotLeader, ErrTimeout, ctx errors before it was proposed) or may have
+// been applied (ErrIndeterminate).
+func (p *proposer) apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
+	w := newProposal(cmd)
+	p.submit(w)
+	return p.wait(ctx, w)
+}
+
+// submit queues ws and, if a slot is free, commits the next batch on the caller's goroutine: a write
+// that finds the leader idle costs no hand-off to another goroutine.
+func (p *proposer) submit(ws ...*proposal) {
+	p.mu.Lock()
+	p.queue = append(p.queue, ws...)
+	batch := p.takeLocked()
+	p.mu.Unlock()
+	if batch == nil {
+		return
+	}
+	p.commit(batch)
+	if next := p.release(); next != nil {
+		go p.run(next)
+	}
+}
+
+func (p *proposer) wait(ctx context.Context, w *proposal) (fsm.Result, error) {
+	select {
+	case <-w.done:
+		return w.res, w.err
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !w.taken {
+		for i, q := range p.queue {
+			if q == w {
+				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				break
+			}
+		}
+		return fsm.Result{}, ctx.Err() // never proposed: nothing happened
+	}
+	return fsm.Result{}, fmt.Errorf("%w: not applied in time: %v", ErrIndeterminate, ctx.Err())
+}
+
+// run commits batches until the queue is empty, holding one slot.
+func (p *proposer) run(batch []*proposal) {
+	for batch != nil {
+		p.commit(batch)
+		batch = p.release()
+	}
+}
+
+// release frees the caller's slot and, if writes are waiting, takes it again for the next batch.
+func (p *proposer) release() []*proposal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight--
+	return p.takeLocked()
+}
+
+// takeLocked claims a slot and removes the next batch from the queue: the oldest writes, within the
+// size bounds. It returns nil when no slot is free or nothing waits.
+func (p *proposer) takeLocked() []*proposal {
+	if p.inFlight >= proposalsInFlight || len(p.queue) == 0 {
+		return nil
+	}
+	p.inFlight++
+	n, size := 0, 0
+	for _, w := range p.queue {
+		if n == maxBatchCommands || (n > 0 && size+len(w.cmd) > maxBatchBytes) {
+			break
+		}
+		size += len(w.cmd)
+		w.taken = true
+		n++
+	}
+	batch := slices.Clone(p.queue[:n])
+	clear(p.queue[:n])
+	p.queue = append(p.queue[:0], p.queue[n:]...)
+	return batch
+}
+
+// commit hands batch to Raft as one entry and gives every write its outcome.
+func (p *proposer) commit(batch []*proposal) {
+	defer func() {
+		for _, w := range batch {
+			close(w.done)
+		}
+	}()
+	data := batch[0].cmd
+	if len(batch) > 1 {
+		cmds := make([][]byte, len(batch))
+		size := 0
+		for i, w := range batch {
+			cmds[i] = w.cmd
+			size += len(w.cmd)
+		}
+		data = fsm.AppendBatch(make([]byte, 0, fsm.BatchLen(len(cmds), size)), cmds)
+	}
+	f := p.s.raft.Apply(data, p.s.cfg.RequestTimeout)
+	if err := f.Error(); err != nil {
+		err = classifyApplyError(err)
+		for _, w := range batch {
+			w.err = err
+		}
+		return
+	}
+	switch res := f.Response().(type) {
+	case []fsm.Result:
+		if len(res) == len(batch) {
+			for i, w := range batch {
+				w.res = res[i]
+			}
+			return
+		}
+	case fsm.Result: // one command, or a batch whose framing the FSM refused (res.Err says why)
+		if len(batch) == 1 || res.Err != nil {
+			for _, w := range batch {
+				w.res = res
+			}
+			return
+		}
+	}
+	err := fmt.Errorf("%w: unexpected fsm response %T for %d writes", ErrIndeterminate, f.Response(), len(batch))
+	for _, w := range batch {
+		w.err = err
+	}
+}
