@@ -27,16 +27,17 @@ func TestProposerTakesTheOldestWritesWhileASlotIsFree(t *testing.T) {
 		require.True(t, w.taken)
 	}
 	require.Empty(t, p.queue)
-	require.Nil(t, p.takeLocked(), "nothing waits")
+	require.Equal(t, 1, p.inFlight)
 
-	more := queued(p, 2)
-	require.Equal(t, more, p.takeLocked())
-	later := queued(p, 1)
+	p.inFlight = proposalsInFlight
+	later := queued(p, 2)
 	require.Nil(t, p.takeLocked(), "every slot is busy")
 	require.False(t, later[0].taken)
-
-	require.Equal(t, later, p.release(), "a freed slot goes to the next waiting write")
+	require.Equal(t, later, p.release(), "a freed slot goes to the waiting writes")
 	require.Equal(t, proposalsInFlight, p.inFlight)
+
+	require.Nil(t, p.release(), "nothing waits")
+	require.Equal(t, proposalsInFlight-1, p.inFlight, "an empty take claims no slot")
 }
 
 func TestProposerBoundsABatch(t *testing.T) {
@@ -45,10 +46,9 @@ func TestProposerBoundsABatch(t *testing.T) {
 	require.Len(t, p.takeLocked(), maxBatchCommands)
 	require.Len(t, p.queue, 5)
 
-	p = &proposer{}
 	big := newProposal(bytes.Repeat([]byte("x"), maxBatchBytes+1))
-	p.queue = []*proposal{big}
+	p = &proposer{queue: []*proposal{big}}
 	ws := queued(p, 1)
 	require.Equal(t, []*proposal{big}, p.takeLocked(), "a command over the byte bound goes alone")
-	require.Equal(t, ws, p.takeLocked())
+	require.Equal(t, ws, p.release())
 }
