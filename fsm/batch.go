@@ -18,6 +18,11 @@ import (
 // Varints must be minimal, as in a Command.
 const batchVersion byte = 2
 
+// LogFormat is the newest entry format Apply understands: 1, single commands; 2, batches too. A node
+// that knows only format 1 would take a batch for an invalid command and skip its writes, so the store
+// writes batches only once every member advertises format 2.
+const LogFormat = 2
+
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.
 func IsBatch(b []byte) bool { return len(b) > 0 && b[0] == batchVersion }
 

@@ -119,8 +119,10 @@ func (s *Store) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	members := s.gossip.Members()
+	s.proposer.batching.Store(allApply(fsm.LogFormat, servers, members))
 	var errs []error
-	for _, m := range s.gossip.Members() {
+	for _, m := range members {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -132,6 +134,21 @@ func (s *Store) reconcile(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// allApply reports whether every server in the Raft configuration has been seen by gossip advertising
+// at least log format format. A server gossip has never seen could run anything, so it counts as no.
+func allApply(format int, servers map[raft.ServerID]raft.Server, members []transport.Member) bool {
+	formats := make(map[raft.ServerID]int, len(members))
+	for _, m := range members {
+		formats[raft.ServerID(m.ID)] = m.LogFormat
+	}
+	for id := range servers {
+		if f, seen := formats[id]; !seen || f < format {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers map[raft.ServerID]raft.Server) error {
@@ -162,6 +179,11 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 	}
 	switch {
 	case !inConfig && time.Since(s.wipedRemovedAt[m.ID]) < readdDelay:
+		return nil
+	case !inConfig && m.LogFormat < fsm.LogFormat:
+		// It would replicate entries, or a snapshot, it cannot read: its state would silently differ.
+		s.logger.Warn("not adding member: it runs an older raftkv that cannot apply this cluster's log; upgrade it",
+			"member", m.ID, "its_log_format", m.LogFormat, "needed", fsm.LogFormat)
 		return nil
 	case !inConfig:
 		s.logger.Info("adding member as non-voter", "member", m.ID, "raft_addr", m.RaftAddr)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/raftkv/raftkv/fsm"
 )
@@ -25,7 +26,10 @@ const (
 // proposer is the leader's group commit: it turns the writes waiting for a slot into one batch entry
 // (fsm.AppendBatch), which the FSM applies in order, each write with its own index.
 type proposer struct {
-	s        *Store
+	s *Store
+	// batching is off until the leader has seen every member advertise fsm.LogFormat: a member that
+	// cannot apply batches must only ever see single commands.
+	batching atomic.Bool
 	mu       sync.Mutex
 	queue    []*proposal
 	inFlight int
@@ -111,9 +115,13 @@ func (p *proposer) takeLocked() []*proposal {
 		return nil
 	}
 	p.inFlight++
+	limit := maxBatchCommands
+	if !p.batching.Load() {
+		limit = 1
+	}
 	n, size := 0, 0
 	for _, w := range p.queue {
-		if n == maxBatchCommands || (n > 0 && size+len(w.cmd) > maxBatchBytes) {
+		if n == limit || (n > 0 && size+len(w.cmd) > maxBatchBytes) {
 			break
 		}
 		size += len(w.cmd)

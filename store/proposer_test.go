@@ -5,8 +5,17 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkv/raftkv/transport"
 )
+
+func batchingProposer() *proposer {
+	p := &proposer{}
+	p.batching.Store(true)
+	return p
+}
 
 func queued(p *proposer, n int) []*proposal {
 	var ws []*proposal
@@ -19,7 +28,7 @@ func queued(p *proposer, n int) []*proposal {
 }
 
 func TestProposerTakesTheOldestWritesWhileASlotIsFree(t *testing.T) {
-	p := &proposer{}
+	p := batchingProposer()
 	ws := queued(p, 3)
 	first := p.takeLocked()
 	require.Equal(t, ws, first)
@@ -41,14 +50,35 @@ func TestProposerTakesTheOldestWritesWhileASlotIsFree(t *testing.T) {
 }
 
 func TestProposerBoundsABatch(t *testing.T) {
-	p := &proposer{}
+	p := batchingProposer()
 	queued(p, maxBatchCommands+5)
 	require.Len(t, p.takeLocked(), maxBatchCommands)
 	require.Len(t, p.queue, 5)
 
 	big := newProposal(bytes.Repeat([]byte("x"), maxBatchBytes+1))
-	p = &proposer{queue: []*proposal{big}}
+	p = batchingProposer()
+	p.queue = []*proposal{big}
 	ws := queued(p, 1)
 	require.Equal(t, []*proposal{big}, p.takeLocked(), "a command over the byte bound goes alone")
 	require.Equal(t, ws, p.release())
+}
+
+func TestProposerSendsSingleCommandsUntilBatchingIsOn(t *testing.T) {
+	p := &proposer{}
+	ws := queued(p, 3)
+	require.Equal(t, ws[:1], p.takeLocked())
+	require.Equal(t, ws[1:2], p.release())
+	p.batching.Store(true)
+	require.Equal(t, ws[2:], p.release())
+}
+
+func TestAllApplyNeedsEveryServerSeenWithTheFormat(t *testing.T) {
+	servers := map[raft.ServerID]raft.Server{"n1": {ID: "n1"}, "n2": {ID: "n2"}}
+	member := func(id string, format int) transport.Member {
+		return transport.Member{Meta: transport.Meta{ID: id, LogFormat: format}, State: transport.StateDead}
+	}
+	require.True(t, allApply(2, servers, []transport.Member{member("n1", 2), member("n2", 3), member("old", 0)}),
+		"members outside the configuration do not count; dead ones do")
+	require.False(t, allApply(2, servers, []transport.Member{member("n1", 2), member("n2", 0)}), "an older build")
+	require.False(t, allApply(2, servers, []transport.Member{member("n1", 2)}), "a server gossip never saw")
 }

@@ -31,6 +31,9 @@ type Meta struct {
 	// Left is set just before a graceful departure. memberlist's leave event does not say whether a
 	// node left or failed, so the departing node says so itself.
 	Left bool `json:"left,omitempty"`
+	// LogFormat is the newest log entry format the node's state machine applies. A leader writes a
+	// format only once every member applies it; 0 is a build from before formats were advertised.
+	LogFormat int `json:"log,omitempty"`
 }
 
 // Gossip states as reported to operators.
