@@ -587,6 +587,40 @@ func TestConcurrentWritesToOneKeyGetDistinctIndexes(t *testing.T) {
 	require.Equal(t, slices.Max(indexes), e.ModIndex, "the last write wins")
 }
 
+// TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt checks the promise the stale read headers
+// make: once a node's applied (write) index is at least a write's index, its stale reads reflect it, also
+// when the write shared a log entry with others.
+func TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	ids := c.startCluster(3)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	indexes := make([]uint64, 60)
+	for i := range indexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idx, err := c.nodes[ids[i%len(ids)]].store.Put(ctx, fmt.Sprintf("s%02d", i), []byte(fmt.Sprint(i)), Precondition{})
+			assert.NoError(t, err)
+			indexes[i] = idx
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		s := c.nodes[id].store
+		require.Eventually(t, func() bool { return s.StaleInfo().AppliedIndex >= slices.Max(indexes) }, waitFor, 10*time.Millisecond)
+		for i, idx := range indexes {
+			e, err := s.Get(ctx, fmt.Sprintf("s%02d", i), Stale)
+			require.NoError(t, err, "node %s, key s%02d", id, i)
+			require.Equal(t, idx, e.ModIndex)
+			require.Equal(t, fmt.Sprint(i), string(e.Value))
+		}
+	}
+}
+
 // TestCASCounterLosesNoIncrement runs read-modify-write loops on one key from every node at once: a
 // cas that succeeds on an index some other write also got would lose an increment.
 func TestCASCounterLosesNoIncrement(t *testing.T) {
