@@ -523,6 +523,23 @@ func TestFramesRoundTripAndRejectGarbage(t *testing.T) {
 	require.Error(t, err, "trailing bytes")
 }
 
+// putConcurrently runs put(0..n-1) at once and returns the index each write got.
+func putConcurrently(t *testing.T, n int, put func(i int) (uint64, error)) []uint64 {
+	var wg sync.WaitGroup
+	indexes := make([]uint64, n)
+	for i := range indexes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idx, err := put(i)
+			assert.NoError(t, err)
+			indexes[i] = idx
+		}()
+	}
+	wg.Wait()
+	return indexes
+}
+
 func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
@@ -532,18 +549,9 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	ctx := ctxT(t)
 	fol := c.nodes[c.follower()].store
 	before := fol.raft.LastIndex()
-	var wg sync.WaitGroup
-	indexes := make([]uint64, 200)
-	for i := range indexes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			idx, err := fol.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), Precondition{})
-			assert.NoError(t, err)
-			indexes[i] = idx
-		}()
-	}
-	wg.Wait()
+	indexes := putConcurrently(t, 200, func(i int) (uint64, error) {
+		return fol.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), Precondition{})
+	})
 	seen := map[uint64]bool{}
 	for i, idx := range indexes {
 		require.False(t, seen[idx], "index %d reused", idx)
@@ -564,19 +572,9 @@ func TestConcurrentWritesToOneKeyGetDistinctIndexes(t *testing.T) {
 	c := newTestCluster(t)
 	ids := c.startCluster(3)
 	ctx := ctxT(t)
-	var wg sync.WaitGroup
-	indexes := make([]uint64, 150)
-	for i := range indexes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := c.nodes[ids[i%len(ids)]].store
-			idx, err := s.Put(ctx, "hot", []byte(fmt.Sprint(i)), Precondition{})
-			assert.NoError(t, err)
-			indexes[i] = idx
-		}()
-	}
-	wg.Wait()
+	indexes := putConcurrently(t, 150, func(i int) (uint64, error) {
+		return c.nodes[ids[i%len(ids)]].store.Put(ctx, "hot", []byte(fmt.Sprint(i)), Precondition{})
+	})
 	seen := map[uint64]bool{}
 	for _, idx := range indexes {
 		require.False(t, seen[idx], "two writes to one key got index %d", idx)
@@ -597,18 +595,9 @@ func TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt(t *testing.T) {
 	c := newTestCluster(t)
 	ids := c.startCluster(3)
 	ctx := ctxT(t)
-	var wg sync.WaitGroup
-	indexes := make([]uint64, 60)
-	for i := range indexes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			idx, err := c.nodes[ids[i%len(ids)]].store.Put(ctx, fmt.Sprintf("s%02d", i), []byte(fmt.Sprint(i)), Precondition{})
-			assert.NoError(t, err)
-			indexes[i] = idx
-		}()
-	}
-	wg.Wait()
+	indexes := putConcurrently(t, 60, func(i int) (uint64, error) {
+		return c.nodes[ids[i%len(ids)]].store.Put(ctx, fmt.Sprintf("s%02d", i), []byte(fmt.Sprint(i)), Precondition{})
+	})
 	for _, id := range ids {
 		s := c.nodes[id].store
 		require.Eventually(t, func() bool { return s.StaleInfo().AppliedIndex >= slices.Max(indexes) }, waitFor, 10*time.Millisecond)
