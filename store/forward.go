@@ -184,26 +184,26 @@ func (s *Store) applyBatchLocal(ctx context.Context, req []byte) ([]byte, error)
 		return nil, err
 	}
 	results := make([][]byte, len(cmds))
-	ws := make([]*proposal, 0, len(cmds))
+	proposals := make([]*proposal, len(cmds)) // nil where the command was refused
+	valid := make([]*proposal, 0, len(cmds))
 	for i, cmd := range cmds {
 		if _, err := fsm.DecodeCommand(cmd); err != nil {
 			results[i] = encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil)
 			continue
 		}
-		ws = append(ws, newProposal(cmd))
+		proposals[i] = newProposal(cmd)
+		valid = append(valid, proposals[i])
 	}
-	s.proposer.submit(ws...)
-	next := 0
-	for i := range results {
-		if results[i] != nil {
+	s.proposer.submit(valid...)
+	for i, w := range proposals {
+		if w == nil {
 			continue
 		}
-		if res, err := s.proposer.wait(ctx, ws[next]); err != nil {
+		if res, err := s.proposer.wait(ctx, w); err != nil {
 			results[i] = encodeResponse(err, nil)
 		} else {
 			results[i] = encodeResponse(nil, encodeResult(res))
 		}
-		next++
 	}
 	return encodeFrames(results), nil
 }
