@@ -540,6 +540,17 @@ func putConcurrently(t *testing.T, n int, put func(i int) (uint64, error)) []uin
 	return indexes
 }
 
+func requireDistinct(t *testing.T, indexes []uint64) {
+	t.Helper()
+	seen := make(map[uint64]int, len(indexes))
+	for i, idx := range indexes {
+		if j, dup := seen[idx]; dup {
+			require.Failf(t, "index reused", "writes %d and %d both got index %d", j, i, idx)
+		}
+		seen[idx] = i
+	}
+}
+
 func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
@@ -547,15 +558,16 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	c := newTestCluster(t)
 	c.startCluster(3)
 	ctx := ctxT(t)
+	// Batching starts once the leader's first reconcile has seen every member's log format.
+	lead := c.nodes[c.leader()].store
+	require.Eventually(t, lead.proposer.batching.Load, waitFor, 10*time.Millisecond)
 	fol := c.nodes[c.follower()].store
 	before := fol.raft.LastIndex()
 	indexes := putConcurrently(t, 200, func(i int) (uint64, error) {
 		return fol.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v"), Precondition{})
 	})
-	seen := map[uint64]bool{}
+	requireDistinct(t, indexes)
 	for i, idx := range indexes {
-		require.False(t, seen[idx], "index %d reused", idx)
-		seen[idx] = true
 		e, err := fol.Get(ctx, fmt.Sprintf("k%03d", i), Linearizable)
 		require.NoError(t, err)
 		require.Equal(t, idx, e.ModIndex)
@@ -575,11 +587,7 @@ func TestConcurrentWritesToOneKeyGetDistinctIndexes(t *testing.T) {
 	indexes := putConcurrently(t, 150, func(i int) (uint64, error) {
 		return c.nodes[ids[i%len(ids)]].store.Put(ctx, "hot", []byte(fmt.Sprint(i)), Precondition{})
 	})
-	seen := map[uint64]bool{}
-	for _, idx := range indexes {
-		require.False(t, seen[idx], "two writes to one key got index %d", idx)
-		seen[idx] = true
-	}
+	requireDistinct(t, indexes)
 	e, err := c.nodes[ids[0]].store.Get(ctx, "hot", Linearizable)
 	require.NoError(t, err)
 	require.Equal(t, slices.Max(indexes), e.ModIndex, "the last write wins")
