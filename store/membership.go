@@ -68,6 +68,9 @@ func (s *Store) startLeaderLoop() func() {
 }
 
 func (s *Store) leaderLoop(ctx context.Context) {
+	// What an earlier term saw of the members' log formats may be out of date: no batches until this
+	// term's first reconcile has looked.
+	s.proposer.batching.Store(false)
 	term := s.raft.CurrentTerm()
 	s.logger.Info("became leader", "term", term)
 	if !s.establishLeadership(ctx) {
