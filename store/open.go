@@ -151,7 +151,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.proposer = newProposer(s)
 
 	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
-	s.rpcSrv = transport.ServeRPC(s.mux.RPCListener(), s.handleRPC, s.logger.With("component", "rpc"))
+	s.rpcSrv = transport.ServeRPC(s.mux, s.handleRPC, s.logger.With("component", "rpc"))
 	undo = append(undo, func() { s.rpcSrv.Close(context.Background()); s.rpc.Close() })
 
 	s.gossip, err = transport.StartGossip(transport.GossipConfig{

@@ -16,22 +16,25 @@ import (
 // The first byte a dialer writes selects the protocol on the shared port.
 const (
 	protoRaft byte = 'R'
-	protoRPC  byte = 'F'
+	protoRPC  byte = 'S' // the internal RPC (rpc.go)
+	// protoHTTPRPC is the internal RPC of builds before the framed one: HTTP/1.1 (rpc_http.go).
+	protoHTTPRPC byte = 'F'
 )
 
 // handshakeTimeout bounds how long an accepted connection may take to name its protocol, so that a
 // silent client (or a port scanner) cannot pin an accept slot.
 const handshakeTimeout = 5 * time.Second
 
-// Mux accepts connections on one listener and hands each to the Raft stream layer or to the RPC
+// Mux accepts connections on one listener and hands each to the Raft stream layer or to an RPC
 // server according to its first byte.
 type Mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	logger    *slog.Logger
 
-	raft *subListener
-	rpc  *subListener
+	raft    *subListener
+	rpc     *subListener
+	httpRPC *subListener
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -58,6 +61,7 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 	m := &Mux{ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 	m.raft = newSubListener(adv, m.done)
 	m.rpc = newSubListener(adv, m.done)
+	m.httpRPC = newSubListener(adv, m.done)
 	m.wg.Add(1)
 	go m.serve()
 	return m, nil
@@ -68,9 +72,6 @@ func (m *Mux) Addr() net.Addr { return m.advertise }
 
 // RaftLayer is the raft.StreamLayer of this port.
 func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{subListener: m.raft, mux: m} }
-
-// RPCListener yields the connections that asked for the internal RPC.
-func (m *Mux) RPCListener() net.Listener { return m.rpc }
 
 // Close stops accepting and closes the shared listener. Connections already handed out are closed by
 // their owners (Raft's transport, the RPC server).
@@ -128,6 +129,8 @@ func (m *Mux) route(conn net.Conn) {
 		target = m.raft
 	case protoRPC:
 		target = m.rpc
+	case protoHTTPRPC:
+		target = m.httpRPC
 	default:
 		m.logger.Warn("unknown protocol on raft port", "remote", conn.RemoteAddr(), "byte", first[0])
 		conn.Close()

@@ -23,7 +23,7 @@ func listen(t *testing.T) *Mux {
 
 func TestOnePortCarriesRaftAndRPC(t *testing.T) {
 	server, client := listen(t), listen(t)
-	srv := ServeRPC(server.RPCListener(), func(_ context.Context, method string, req []byte) ([]byte, error) {
+	srv := ServeRPC(server, func(_ context.Context, method string, req []byte) ([]byte, error) {
 		if method == "fail" {
 			return nil, errors.New("boom")
 		}
