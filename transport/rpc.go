@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// ErrUnreachable means the request never left this node (the peer could not be dialed): retrying it
-// cannot apply anything twice. Any other Call error after dialing may have reached the peer.
+// ErrUnreachable means the request was not handled (the peer could not be dialed, or it refused the
+// request because it is shutting down): retrying it cannot apply anything twice. Any other Call error
+// after dialing may have reached the handler.
 var ErrUnreachable = errors.New("peer unreachable")
 
 // maxRPCBody bounds what one RPC request or response may carry: a value (1 MiB by default, configurable)
@@ -35,12 +36,15 @@ const maxRPCBody = 256 << 20
 // this protocol before it sends anything. Then the caller sends requests and the server answers them:
 //
 //	request:  id uint64 | method length uint8 | method | payload length uint32 | payload
-//	response: id uint64 | status uint8 (statusOK, or statusError with the error text as payload) |
-//	          payload length uint32 | payload
+//	response: id uint64 | status uint8 | payload length uint32 | payload
+//
+// The status is statusOK, statusError (the payload is the error text) or statusClosing: the server is
+// shutting down and did not handle the request, so the caller may send it elsewhere.
 const (
-	rpcHello    byte = 'M'
-	statusOK    byte = 0
-	statusError byte = 1
+	rpcHello      byte = 'M'
+	statusOK      byte = 0
+	statusError   byte = 1
+	statusClosing byte = 2
 
 	rpcBufferSize = 64 << 10
 	// rpcWriteTimeout bounds writing one frame when the caller set no deadline: a peer that stops
@@ -52,9 +56,6 @@ const (
 // (not leader, cas failed, …) travel inside the response bytes. ctx ends when the caller's connection
 // does or the server closes.
 type Handler func(ctx context.Context, method string, req []byte) ([]byte, error)
-
-// errServerClosing answers requests that arrive while the server shuts down.
-var errServerClosing = errors.New("rpc server shutting down")
 
 // RPCServer serves the internal RPC on the mux's port, and the HTTP RPC of older builds beside it.
 type RPCServer struct {
@@ -135,7 +136,7 @@ func (s *RPCServer) serveConn(conn net.Conn) {
 			return
 		}
 		if !s.begin() {
-			sc.respond(id, nil, errServerClosing)
+			sc.reply(id, statusClosing, nil)
 			continue
 		}
 		go func() {
@@ -185,6 +186,10 @@ func (sc *serverConn) respond(id uint64, resp []byte, err error) {
 	if len(resp) > maxRPCBody {
 		status, resp = statusError, []byte(fmt.Sprintf("response of %d bytes exceeds %d", len(resp), maxRPCBody))
 	}
+	sc.reply(id, status, resp)
+}
+
+func (sc *serverConn) reply(id uint64, status byte, resp []byte) {
 	_ = sc.send(func(w *bufio.Writer) {
 		var hdr [13]byte
 		binary.BigEndian.PutUint64(hdr[0:8], id)
@@ -300,8 +305,10 @@ type peer struct {
 	legacyUntil time.Time
 }
 
-// legacyRecheck is how long a peer found to run an older build is spoken to over the HTTP RPC.
-const legacyRecheck = time.Minute
+// legacyRecheck is how long a peer found to run an older build is spoken to over the HTTP RPC. A node
+// that is shutting down or cut off closes connections the same way; the HTTP RPC works with it too, so
+// mistaking it costs speed for this long, not correctness.
+const legacyRecheck = 30 * time.Second
 
 // NewRPCClient returns a client whose connections leave through m, dialed with dialTimeout.
 func NewRPCClient(m *Mux, dialTimeout time.Duration) *RPCClient {
@@ -520,6 +527,8 @@ func (cc *clientConn) readLoop() {
 		case statusOK:
 		case statusError:
 			res = callResult{err: fmt.Errorf("peer failed the call: %s", payload)}
+		case statusClosing:
+			res = callResult{err: fmt.Errorf("%w: peer is shutting down", ErrUnreachable)}
 		default:
 			cc.fail(fmt.Errorf("bad rpc response status %d", hdr[8]))
 			return

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -163,8 +164,9 @@ func TestCloseWaitsForCallsInFlightAndRefusesNewOnes(t *testing.T) {
 	go func() { closed <- srv.Close(context.Background()) }()
 	require.Eventually(t, func() bool {
 		_, err := rpc.Call(context.Background(), addr, "echo", nil)
-		return err != nil
-	}, 5*time.Second, 5*time.Millisecond, "a closing server answers no new call")
+		return errors.Is(err, ErrUnreachable)
+	}, 5*time.Second, 5*time.Millisecond, "a closing server handles no new call, and says so")
+	require.EqualValues(t, 1, calls.Load())
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned with a call in flight: %v", err)
