@@ -89,7 +89,7 @@ benchall:
 
 ## bench-go: the Go benchmarks of the hot paths
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./fsm ./httpapi ./store ./bench/...
+	$(GO) test -run '^$$' -bench . -benchmem ./fsm ./httpapi ./store ./transport ./bench/...
 
 ## bench-test: vet and test the bench/etcd module (a module of its own: ./... above does not include it)
 bench-test:
