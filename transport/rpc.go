@@ -213,7 +213,7 @@ func (sc *serverConn) send(frame func(*bufio.Writer)) error {
 	return nil
 }
 
-// Close stops accepting, answers new requests with an error, waits up to ctx's deadline for running
+// Close stops accepting, refuses new requests (statusClosing), waits up to ctx's deadline for running
 // handlers, then cancels what still runs and closes every connection.
 func (s *RPCServer) Close(ctx context.Context) error {
 	s.mu.Lock()
