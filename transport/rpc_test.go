@@ -35,36 +35,49 @@ func (g *gate) ch(name string) chan struct{} {
 	return g.chans[name]
 }
 
-func serveEcho(t *testing.T, m *Mux, g *gate, calls *atomic.Int64) *RPCServer {
+// echoRig is an RPC server and a client on two muxes. The server answers "method:req"; a method
+// "wait/<name>" first waits for the gate of that name.
+type echoRig struct {
+	server *Mux
+	srv    *RPCServer
+	rpc    *RPCClient
+	addr   string
+	gate   gate
+	calls  atomic.Int64 // handlers started
+}
+
+func newEchoRig(t *testing.T) *echoRig {
 	t.Helper()
-	srv := ServeRPC(m, func(ctx context.Context, method string, req []byte) ([]byte, error) {
-		if calls != nil {
-			calls.Add(1)
-		}
+	r := &echoRig{server: listen(t)}
+	client := listen(t)
+	r.srv = ServeRPC(r.server, func(ctx context.Context, method string, req []byte) ([]byte, error) {
+		r.calls.Add(1)
 		if name, ok := strings.CutPrefix(method, "wait/"); ok {
 			select {
-			case <-g.ch(name):
+			case <-r.gate.ch(name):
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
 		return append([]byte(method+":"), req...), nil
 	}, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { srv.Close(context.Background()) })
-	return srv
+	t.Cleanup(func() { r.srv.Close(context.Background()) })
+	r.rpc = NewRPCClient(client, time.Second)
+	t.Cleanup(r.rpc.Close)
+	r.addr = r.server.Addr().String()
+	return r
+}
+
+func (r *echoRig) call(ctx context.Context, method string, req []byte) ([]byte, error) {
+	return r.rpc.Call(ctx, r.addr, method, req)
 }
 
 func TestCallsShareAConnectionAndAreAnsweredOutOfOrder(t *testing.T) {
-	server, client := listen(t), listen(t)
-	g := &gate{}
-	serveEcho(t, server, g, nil)
-	rpc := NewRPCClient(client, time.Second)
-	defer rpc.Close()
-	addr := server.Addr().String()
+	r := newEchoRig(t)
 
 	slow := make(chan error, 1)
 	go func() {
-		resp, err := rpc.Call(context.Background(), addr, "wait/a", []byte("1"))
+		resp, err := r.call(context.Background(), "wait/a", []byte("1"))
 		if err == nil && string(resp) != "wait/a:1" {
 			err = fmt.Errorf("wrong answer %q", resp)
 		}
@@ -74,7 +87,7 @@ func TestCallsShareAConnectionAndAreAnsweredOutOfOrder(t *testing.T) {
 	for i := range 50 {
 		wg.Go(func() {
 			req := []byte(fmt.Sprint(i))
-			resp, err := rpc.Call(context.Background(), addr, "echo", req)
+			resp, err := r.call(context.Background(), "echo", req)
 			if err == nil && string(resp) != "echo:"+string(req) {
 				err = fmt.Errorf("call %d got %q", i, resp)
 			}
@@ -87,35 +100,30 @@ func TestCallsShareAConnectionAndAreAnsweredOutOfOrder(t *testing.T) {
 		t.Fatalf("the slow call returned before it was released: %v", err)
 	default:
 	}
-	close(g.ch("a"))
+	close(r.gate.ch("a"))
 	require.NoError(t, <-slow)
 
-	rpc.mu.Lock()
-	require.Len(t, rpc.peers, 1)
-	rpc.mu.Unlock()
+	r.rpc.mu.Lock()
+	require.Len(t, r.rpc.peers, 1)
+	r.rpc.mu.Unlock()
 }
 
 func TestLostConnectionFailsCallsInFlightAndIsRedialed(t *testing.T) {
-	server, client := listen(t), listen(t)
-	g := &gate{}
-	serveEcho(t, server, g, nil)
-	rpc := NewRPCClient(client, time.Second)
-	defer rpc.Close()
-	addr := server.Addr().String()
+	r := newEchoRig(t)
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := rpc.Call(context.Background(), addr, "wait/never", nil)
+		_, err := r.call(context.Background(), "wait/never", nil)
 		done <- err
 	}()
-	require.Eventually(t, func() bool { return inFlight(rpc, addr) == 1 }, 5*time.Second, 5*time.Millisecond)
-	server.Isolate(true)
+	require.Eventually(t, func() bool { return inFlight(r.rpc, r.addr) == 1 }, 5*time.Second, 5*time.Millisecond)
+	r.server.Isolate(true)
 	err := <-done
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ErrUnreachable, "the request was sent: it may have been handled")
-	server.Isolate(false)
+	r.server.Isolate(false)
 
-	resp, err := rpc.Call(context.Background(), addr, "echo", []byte("x"))
+	resp, err := r.call(context.Background(), "echo", []byte("x"))
 	require.NoError(t, err)
 	require.Equal(t, "echo:x", string(resp))
 }
@@ -123,56 +131,52 @@ func TestLostConnectionFailsCallsInFlightAndIsRedialed(t *testing.T) {
 // A call that times out on a connection that has been silent since the call went out takes the peer
 // for gone: the next call dials again rather than queueing behind it.
 func TestTimeoutOnSilentPeerDropsTheConnection(t *testing.T) {
-	server, client := listen(t), listen(t)
-	g := &gate{}
-	serveEcho(t, server, g, nil)
-	rpc := NewRPCClient(client, time.Second)
-	defer rpc.Close()
-	addr := server.Addr().String()
+	r := newEchoRig(t)
 
-	_, err := rpc.Call(context.Background(), addr, "echo", nil)
+	_, err := r.call(context.Background(), "echo", nil)
 	require.NoError(t, err)
-	first := conn(rpc, addr)
+	first := conn(r.rpc, r.addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = rpc.Call(ctx, addr, "wait/never", nil)
+	_, err = r.call(ctx, "wait/never", nil)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.True(t, first.broken())
 
-	_, err = rpc.Call(context.Background(), addr, "echo", nil)
+	_, err = r.call(context.Background(), "echo", nil)
 	require.NoError(t, err)
-	require.NotSame(t, first, conn(rpc, addr))
+	require.NotSame(t, first, conn(r.rpc, r.addr))
 }
 
 func TestCloseWaitsForCallsInFlightAndRefusesNewOnes(t *testing.T) {
-	server, client := listen(t), listen(t)
-	g := &gate{}
-	var calls atomic.Int64
-	srv := serveEcho(t, server, g, &calls)
-	rpc := NewRPCClient(client, time.Second)
-	defer rpc.Close()
-	addr := server.Addr().String()
+	r := newEchoRig(t)
 
 	inflight := make(chan error, 1)
 	go func() {
-		_, err := rpc.Call(context.Background(), addr, "wait/b", nil)
+		_, err := r.call(context.Background(), "wait/b", nil)
 		inflight <- err
 	}()
-	require.Eventually(t, func() bool { return calls.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return r.calls.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
 	closed := make(chan error, 1)
-	go func() { closed <- srv.Close(context.Background()) }()
+	go func() { closed <- r.srv.Close(context.Background()) }()
+	// Calls sent before Close takes effect are still handled; the first refused one must not be.
+	refusedUnhandled := false
 	require.Eventually(t, func() bool {
-		_, err := rpc.Call(context.Background(), addr, "echo", nil)
-		return errors.Is(err, ErrUnreachable)
-	}, 5*time.Second, 5*time.Millisecond, "a closing server handles no new call, and says so")
-	require.EqualValues(t, 1, calls.Load())
+		before := r.calls.Load()
+		_, err := r.call(context.Background(), "echo", nil)
+		if !errors.Is(err, ErrUnreachable) {
+			return false
+		}
+		refusedUnhandled = r.calls.Load() == before
+		return true
+	}, 5*time.Second, 5*time.Millisecond, "a closing server refuses new calls, and says they were not handled")
+	require.True(t, refusedUnhandled, "a refused call reached the handler")
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned with a call in flight: %v", err)
 	default:
 	}
-	close(g.ch("b"))
+	close(r.gate.ch("b"))
 	require.NoError(t, <-inflight)
 	require.NoError(t, <-closed)
 }
@@ -193,11 +197,10 @@ func TestOlderBuildsAreSpokenToOverHTTP(t *testing.T) {
 		require.Equal(t, "old echo:x", string(resp))
 	}
 
-	server := listen(t)
-	serveEcho(t, server, &gate{}, nil)
+	r := newEchoRig(t)
 	legacy := newHTTPRPCClient(client, time.Second)
 	defer legacy.close()
-	resp, err := legacy.call(context.Background(), server.Addr().String(), "echo", []byte("y"))
+	resp, err := legacy.call(context.Background(), r.addr, "echo", []byte("y"))
 	require.NoError(t, err)
 	require.Equal(t, "echo:y", string(resp))
 }
