@@ -18,10 +18,15 @@ import (
 // Varints must be minimal, as in a Command.
 const batchVersion byte = 2
 
-// LogFormat is the newest entry format Apply understands: 1, single commands; 2, batches too. A node
-// that knows only format 1 would take a batch for an invalid command and skip its writes, so the store
-// writes batches only once every member advertises format 2.
-const LogFormat = 2
+// Log formats: what a node's Apply understands. A node that knows only an older format would take a
+// newer entry for an invalid command and skip its writes, so the store writes an entry of a format only
+// once every member advertises it (gossip meta "log").
+const (
+	FormatCommand = 1 // single commands
+	FormatBatch   = 2 // batch entries too
+	// LogFormat is the newest format this build applies.
+	LogFormat = FormatBatch
+)
 
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.
 func IsBatch(b []byte) bool { return len(b) > 0 && b[0] == batchVersion }

@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkv/raftkv/fsm"
 )
 
 // These tests run real nodes in one process: real BoltDB files, real TCP on loopback, real gossip.
@@ -560,7 +562,7 @@ func TestConcurrentForwardedWritesAllLand(t *testing.T) {
 	ctx := ctxT(t)
 	// Batching starts once the leader's first reconcile has seen every member's log format.
 	lead := c.nodes[c.leader()].store
-	require.Eventually(t, lead.proposer.batching.Load, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return lead.proposer.format.Load() >= fsm.FormatBatch }, waitFor, 10*time.Millisecond)
 	fol := c.nodes[c.follower()].store
 	before := fol.raft.LastIndex()
 	indexes := putConcurrently(t, 200, func(i int) (uint64, error) {

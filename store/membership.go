@@ -70,7 +70,7 @@ func (s *Store) startLeaderLoop() func() {
 func (s *Store) leaderLoop(ctx context.Context) {
 	// What an earlier term saw of the members' log formats may be out of date: no batches until this
 	// term's first reconcile has looked.
-	s.proposer.batching.Store(false)
+	s.proposer.format.Store(0)
 	term := s.raft.CurrentTerm()
 	s.logger.Info("became leader", "term", term)
 	if !s.establishLeadership(ctx) {
@@ -123,7 +123,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 		return err
 	}
 	members := s.gossip.Members()
-	s.proposer.batching.Store(allApply(fsm.LogFormat, servers, members))
+	s.proposer.format.Store(int64(clusterFormat(servers, members)))
 	var errs []error
 	for _, m := range members {
 		if ctx.Err() != nil {
@@ -139,19 +139,22 @@ func (s *Store) reconcile(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// allApply reports whether every server in the Raft configuration has been seen by gossip advertising
-// at least log format format. A server gossip has never seen could run anything, so it counts as no.
-func allApply(format int, servers map[raft.ServerID]raft.Server, members []transport.Member) bool {
+// clusterFormat is the newest log format that every server in the Raft configuration has been seen by
+// gossip to advertise. A server gossip has never seen could run anything, so it makes the answer 0.
+func clusterFormat(servers map[raft.ServerID]raft.Server, members []transport.Member) int {
 	formats := make(map[raft.ServerID]int, len(members))
 	for _, m := range members {
 		formats[raft.ServerID(m.ID)] = m.LogFormat
 	}
+	format := fsm.LogFormat
 	for id := range servers {
-		if f, seen := formats[id]; !seen || f < format {
-			return false
+		f, seen := formats[id]
+		if !seen {
+			return 0
 		}
+		format = min(format, f)
 	}
-	return true
+	return format
 }
 
 func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers map[raft.ServerID]raft.Server) error {

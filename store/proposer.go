@@ -27,9 +27,10 @@ const (
 // (fsm.AppendBatch), which the FSM applies in order, each write with its own index.
 type proposer struct {
 	s *Store
-	// batching is off until the leader has seen every member advertise fsm.LogFormat: a member that
-	// cannot apply batches must only ever see single commands.
-	batching atomic.Bool
+	// format is the newest log format every server in the configuration advertises (0 until this term's
+	// first reconcile has looked): a member that cannot apply batches must only ever see single commands,
+	// and so on for every later format.
+	format   atomic.Int64
 	mu       sync.Mutex
 	queue    []*proposal
 	inFlight int
@@ -116,7 +117,7 @@ func (p *proposer) takeLocked() []*proposal {
 	}
 	p.inFlight++
 	limit := maxBatchCommands
-	if !p.batching.Load() {
+	if p.format.Load() < fsm.FormatBatch {
 		limit = 1
 	}
 	n, size := 0, 0

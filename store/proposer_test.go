@@ -8,12 +8,13 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 
+	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/transport"
 )
 
 func batchingProposer() *proposer {
 	p := &proposer{}
-	p.batching.Store(true)
+	p.format.Store(fsm.FormatBatch)
 	return p
 }
 
@@ -68,17 +69,17 @@ func TestProposerSendsSingleCommandsUntilBatchingIsOn(t *testing.T) {
 	ws := queued(p, 3)
 	require.Equal(t, ws[:1], p.takeLocked())
 	require.Equal(t, ws[1:2], p.release())
-	p.batching.Store(true)
+	p.format.Store(fsm.FormatBatch)
 	require.Equal(t, ws[2:], p.release())
 }
 
-func TestAllApplyNeedsEveryServerSeenWithTheFormat(t *testing.T) {
+func TestClusterFormatIsTheOldestFormatOfEveryServerSeen(t *testing.T) {
 	servers := map[raft.ServerID]raft.Server{"n1": {ID: "n1"}, "n2": {ID: "n2"}}
 	member := func(id string, format int) transport.Member {
 		return transport.Member{Meta: transport.Meta{ID: id, LogFormat: format}, State: transport.StateDead}
 	}
-	require.True(t, allApply(2, servers, []transport.Member{member("n1", 2), member("n2", 3), member("old", 0)}),
-		"members outside the configuration do not count; dead ones do")
-	require.False(t, allApply(2, servers, []transport.Member{member("n1", 2), member("n2", 0)}), "an older build")
-	require.False(t, allApply(2, servers, []transport.Member{member("n1", 2)}), "a server gossip never saw")
+	require.Equal(t, fsm.FormatBatch, clusterFormat(servers, []transport.Member{member("n1", 2), member("n2", 99), member("old", 0)}),
+		"members outside the configuration do not count; dead ones do; a newer build counts as this one")
+	require.Equal(t, 0, clusterFormat(servers, []transport.Member{member("n1", 2), member("n2", 0)}), "an older build")
+	require.Equal(t, 0, clusterFormat(servers, []transport.Member{member("n1", 2)}), "a server gossip never saw")
 }
