@@ -25,6 +25,19 @@ const (
 // silent client (or a port scanner) cannot pin an accept slot.
 const handshakeTimeout = 5 * time.Second
 
+// DefaultMaxInboundConns bounds the connections a node port holds open that other nodes dialed: Raft
+// pools a few per peer, the RPC one, so a cluster of any sensible size stays far below it, while a
+// client that opens connections without end runs into it instead of into the process's descriptor
+// limit (where every accept, HTTP's too, would fail). Past it new connections are closed at once.
+const DefaultMaxInboundConns = 1024
+
+// Accept errors (EMFILE, ENFILE, ECONNABORTED, …) are mostly transient: the loop waits and tries
+// again, from acceptBackoffMin doubling to acceptBackoffMax, as net/http's Server does.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // Mux accepts connections on one listener and hands each to the Raft stream layer or to an RPC
 // server according to its first byte.
 type Mux struct {
@@ -39,6 +52,10 @@ type Mux struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+
+	// inbound holds one token per accepted connection still open (a semaphore of
+	// DefaultMaxInboundConns): a full channel means new connections are refused.
+	inbound chan struct{}
 
 	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
 	isolated atomic.Bool
@@ -58,13 +75,21 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 		ln.Close()
 		return nil, err
 	}
-	m := &Mux{ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{})}
+	return newMux(ln, adv, DefaultMaxInboundConns, logger), nil
+}
+
+// newMux serves ln, holding at most maxInbound accepted connections open.
+func newMux(ln net.Listener, adv net.Addr, maxInbound int, logger *slog.Logger) *Mux {
+	m := &Mux{
+		ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{}),
+		inbound: make(chan struct{}, maxInbound),
+	}
 	m.raft = newSubListener(adv, m.done)
 	m.rpc = newSubListener(adv, m.done)
 	m.httpRPC = newSubListener(adv, m.done)
 	m.wg.Add(1)
 	go m.serve()
-	return m, nil
+	return m
 }
 
 // Addr is the address other nodes dial to reach this one.
@@ -85,22 +110,36 @@ func (m *Mux) Close() error {
 	return err
 }
 
+// serve accepts until Close. No accept error ends it: a node port that stopped accepting after a
+// brief descriptor shortage would leave the node up and ready but unreachable by its peers.
 func (m *Mux) serve() {
 	defer m.wg.Done()
+	var backoff time.Duration
 	for {
 		conn, err := m.ln.Accept()
 		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return // Close, or nothing more will ever be accepted anyway
+			}
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			m.logger.Error("raft port accept failed; retrying", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
 			select {
 			case <-m.done:
+				t.Stop()
 				return
-			default:
+			case <-t.C:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			m.logger.Error("raft port accept failed", "err", err)
-			return
+			continue
+		}
+		backoff = 0
+		select {
+		case m.inbound <- struct{}{}:
+		default:
+			m.logger.Warn("raft port connection refused: too many open connections",
+				"remote", conn.RemoteAddr(), "limit", cap(m.inbound))
+			conn.Close()
+			continue
 		}
 		m.wg.Add(1)
 		go func() {
@@ -110,11 +149,13 @@ func (m *Mux) serve() {
 	}
 }
 
-func (m *Mux) route(conn net.Conn) {
-	conn, ok := m.track(conn)
+func (m *Mux) route(raw net.Conn) {
+	conn, ok := m.track(raw)
 	if !ok {
+		<-m.inbound
 		return
 	}
+	conn.(*trackedConn).release = func() { <-m.inbound }
 	var first [1]byte
 	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
@@ -230,8 +271,9 @@ func (m *Mux) track(conn net.Conn) (net.Conn, bool) {
 
 type trackedConn struct {
 	net.Conn
-	mux  *Mux
-	once sync.Once
+	mux     *Mux
+	once    sync.Once
+	release func() // frees an accepted connection's inbound slot; nil for dialed ones
 }
 
 func (c *trackedConn) Close() error {
@@ -239,6 +281,9 @@ func (c *trackedConn) Close() error {
 		c.mux.connsMu.Lock()
 		delete(c.mux.conns, c.Conn)
 		c.mux.connsMu.Unlock()
+		if c.release != nil {
+			c.release()
+		}
 	})
 	return c.Conn.Close()
 }
