@@ -512,7 +512,7 @@ func TestRemovedNodeStaysOutUntilWiped(t *testing.T) {
 }
 
 func TestFramesRoundTripAndRejectGarbage(t *testing.T) {
-	frames := [][]byte{{}, []byte("a"), bytes.Repeat([]byte("x"), 300)}
+	frames := [][]byte{[]byte("a"), bytes.Repeat([]byte("x"), 300)}
 	got, err := decodeFrames(encodeFrames(frames))
 	require.NoError(t, err)
 	require.Equal(t, frames, got)
@@ -523,6 +523,8 @@ func TestFramesRoundTripAndRejectGarbage(t *testing.T) {
 	}
 	_, err = decodeFrames(append(enc, 0))
 	require.Error(t, err, "trailing bytes")
+	_, err = decodeFrames(encodeFrames([][]byte{{}}))
+	require.Error(t, err, "an empty frame: no command or result is empty")
 }
 
 // putConcurrently runs put(0..n-1) at once and returns the index each write got.

@@ -27,6 +27,10 @@ type Config struct {
 	RequestTimeout      time.Duration // bound on any request, including the wait for a leader
 	ReconcileInterval   time.Duration
 	GossipProbeInterval time.Duration // tests shorten failure detection; 0 keeps memberlist's default
+	// MaxKeySize and MaxValueSize bound the writes this node accepts from followers, as leader (the
+	// HTTP API checks its own clients' writes); give every node the same values.
+	MaxKeySize   int
+	MaxValueSize int64
 
 	Logger *slog.Logger
 }
@@ -40,6 +44,8 @@ const (
 	DefaultTrailingLogs      = 10240
 	DefaultRequestTimeout    = 5 * time.Second
 	DefaultReconcileInterval = 2 * time.Second
+	DefaultMaxKeySize        = 1024
+	DefaultMaxValueSize      = 1 << 20
 )
 
 func (c *Config) applyDefaults() {
@@ -63,6 +69,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.MaxKeySize <= 0 {
+		c.MaxKeySize = DefaultMaxKeySize
+	}
+	if c.MaxValueSize <= 0 {
+		c.MaxValueSize = DefaultMaxValueSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -5,14 +5,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/transport"
 )
 
 const (
-	// maxForwardBatch bounds how many writes ride one RPC to the leader.
+	// maxForwardBatch and maxForwardBytes bound the writes that ride one RPC to the leader, by count
+	// and by their encoded size (far below transport.MaxFrame); a single larger write goes alone.
 	maxForwardBatch = 256
+	maxForwardBytes = 4 << 20
 	// forwardRPCsInFlight lets the next batch go out while one is being applied, so a batch never waits
 	// for a whole commit round before it is sent, yet concurrent writes still coalesce under load.
 	forwardRPCsInFlight = 2
@@ -111,10 +116,12 @@ func (f *forwarder) take() []*forwardedWrite {
 	}
 	addr := f.queue[0].addr
 	var batch []*forwardedWrite
+	size := 0
 	rest := f.queue[:0]
 	for _, w := range f.queue {
-		if w.addr == addr && len(batch) < maxForwardBatch {
+		if w.addr == addr && len(batch) < maxForwardBatch && (len(batch) == 0 || size+len(w.cmd) <= maxForwardBytes) {
 			w.taken = true
+			size += len(w.cmd)
 			batch = append(batch, w)
 		} else {
 			rest = append(rest, w)
@@ -164,6 +171,8 @@ func (f *forwarder) send(batch []*forwardedWrite) {
 		switch {
 		case err != nil && retryWrite(err):
 			w.err = err
+		case errors.Is(err, transport.ErrTooLarge): // never sent: nothing can have happened
+			w.err = fmt.Errorf("%w: %v", ErrInvalid, err)
 		case err != nil:
 			w.err = fmt.Errorf("%w: forwarding to leader %s: %v", ErrIndeterminate, addr, err)
 		default:
@@ -187,7 +196,7 @@ func (s *Store) applyBatchLocal(ctx context.Context, req []byte) ([]byte, error)
 	proposals := make([]*proposal, len(cmds)) // nil where the command was refused
 	valid := make([]*proposal, 0, len(cmds))
 	for i, cmd := range cmds {
-		if _, err := fsm.DecodeCommand(cmd); err != nil {
+		if err := s.checkForwarded(cmd); err != nil {
 			results[i] = encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil)
 			continue
 		}
@@ -222,18 +231,58 @@ func encodeFrames(frames [][]byte) []byte {
 	return b
 }
 
+// checkForwarded accepts only what a client may write through a follower: a put or delete of a valid
+// key and value. The node port is reachable by anything that can dial it; commands only this node's
+// own code proposes (OpSetMember, OpNoop, …) must never enter the log from outside.
+func (s *Store) checkForwarded(b []byte) error {
+	cmd, err := fsm.DecodeCommand(b)
+	if err != nil {
+		return err
+	}
+	switch cmd.Op {
+	case fsm.OpPut, fsm.OpDelete:
+	default:
+		return fmt.Errorf("%s is not a client write", cmd.Op)
+	}
+	if problem := checkKey(cmd.Key, s.cfg.MaxKeySize); problem != "" {
+		return fmt.Errorf("key %s", problem)
+	}
+	if int64(len(cmd.Value)) > s.cfg.MaxValueSize {
+		return fmt.Errorf("value of %d bytes over the limit of %d", len(cmd.Value), s.cfg.MaxValueSize)
+	}
+	return nil
+}
+
+// checkKey says what is wrong with a key, or "" if nothing: what the HTTP API accepts (non-empty, at
+// most max bytes of valid UTF-8 without control characters).
+func checkKey(k string, max int) string {
+	switch {
+	case k == "":
+		return "is empty"
+	case len(k) > max:
+		return fmt.Sprintf("is %d bytes, over the limit of %d", len(k), max)
+	case !utf8.ValidString(k):
+		return "is not valid UTF-8"
+	case strings.ContainsFunc(k, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return "contains a control character"
+	}
+	return ""
+}
+
 var errBadFrames = errors.New("malformed batch encoding")
 
+// decodeFrames takes a batch apart. Its input comes off the network, so what it allocates is bounded
+// by what is there, not by what the batch claims: at most maxForwardBatch frames of at least one byte.
 func decodeFrames(b []byte) ([][]byte, error) {
 	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)) {
+	if k <= 0 || n > maxForwardBatch || n > uint64(len(b)-k)/2 {
 		return nil, errBadFrames
 	}
 	b = b[k:]
 	frames := make([][]byte, 0, n)
 	for i := uint64(0); i < n; i++ {
 		l, k := binary.Uvarint(b)
-		if k <= 0 || l > uint64(len(b)-k) {
+		if k <= 0 || l == 0 || l > uint64(len(b)-k) {
 			return nil, errBadFrames
 		}
 		frames = append(frames, b[k:k+int(l)])

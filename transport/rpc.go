@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,12 @@ import (
 // request because it is shutting down): retrying it cannot apply anything twice. Any other Call error
 // after dialing may have reached the handler.
 var ErrUnreachable = errors.New("peer unreachable")
+
+// ErrTooLarge: the request is over the frame limit and was not sent.
+var ErrTooLarge = errors.New("rpc request over the frame limit")
+
+// MaxFrame is the largest request or response payload the RPC carries.
+const MaxFrame = maxRPCBody
 
 // maxRPCBody bounds what one RPC request or response may carry: a value (1 MiB by default, configurable)
 // plus its framing, with generous headroom.
@@ -47,6 +54,18 @@ const (
 	statusClosing byte = 2
 
 	rpcBufferSize = 64 << 10
+	// rpcFrameTimeout bounds reading one request frame once its first byte has arrived: a peer that
+	// announces a frame and stalls must not hold its buffer and its connection for ever. Between frames
+	// a connection may idle (it is persistent); the mux bounds how many there are.
+	rpcFrameTimeout = 30 * time.Second
+	// rpcConnFrames and rpcConnBytes bound the requests one connection has in flight (read, not yet
+	// answered): past either, the server reads no further frame from it until one is answered, so TCP
+	// flow control holds the sender back. A lone frame larger than rpcConnBytes is still read.
+	rpcConnFrames = 256
+	rpcConnBytes  = 64 << 20
+	// rpcServerBytes bounds the request payload bytes buffered by the whole server, over every
+	// connection: a frame waits for room before its payload is read (at most rpcFrameTimeout).
+	rpcServerBytes = 256 << 20
 	// rpcWriteTimeout bounds writing one frame when the caller set no deadline: a peer that stops
 	// reading must not hold a connection's writer, and everyone queued behind it, forever.
 	rpcWriteTimeout = 10 * time.Second
@@ -72,11 +91,21 @@ type RPCServer struct {
 	idle    chan struct{} // closed when active drops to 0 while closing
 	closing bool
 	wg      sync.WaitGroup // accept loop and connection readers
+
+	mem          *byteBudget // request bytes buffered, over every connection
+	frameTimeout time.Duration
 }
 
 // ServeRPC starts serving h on m's port until Close.
 func ServeRPC(m *Mux, h Handler, logger *slog.Logger) *RPCServer {
-	s := &RPCServer{ln: m.rpc, h: h, logger: logger, conns: map[net.Conn]struct{}{}}
+	return serveRPC(m, h, logger, rpcFrameTimeout)
+}
+
+func serveRPC(m *Mux, h Handler, logger *slog.Logger, frameTimeout time.Duration) *RPCServer {
+	s := &RPCServer{
+		ln: m.rpc, h: h, logger: logger, conns: map[net.Conn]struct{}{},
+		mem: newByteBudget(rpcServerBytes), frameTimeout: frameTimeout,
+	}
 	s.legacy = serveHTTPRPC(m.httpRPC, h, logger)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
@@ -110,6 +139,13 @@ type serverConn struct {
 	conn net.Conn
 	wmu  sync.Mutex
 	w    *bufio.Writer
+
+	// in-flight requests of this connection (rpcConnFrames, rpcConnBytes)
+	mu       sync.Mutex
+	room     *sync.Cond
+	frames int
+	bytes  int
+	ended  bool
 }
 
 func (s *RPCServer) serveConn(conn net.Conn) {
@@ -123,12 +159,22 @@ func (s *RPCServer) serveConn(conn net.Conn) {
 		s.mu.Unlock()
 	}()
 	sc := &serverConn{conn: conn, w: bufio.NewWriterSize(conn, rpcBufferSize)}
+	sc.room = sync.NewCond(&sc.mu)
 	if err := sc.send(func(w *bufio.Writer) { w.WriteByte(rpcHello) }); err != nil {
 		return
 	}
+	// Wake a reader waiting for room when the connection ends, so it sees the end.
+	stop := context.AfterFunc(ctx, func() {
+		sc.mu.Lock()
+		sc.ended = true // room for ever: the next read fails on the closed connection
+		sc.mu.Unlock()
+		sc.room.Broadcast()
+	})
+	defer stop()
 	r := bufio.NewReaderSize(conn, rpcBufferSize)
 	for {
-		id, method, req, err := readRequest(r)
+		sc.waitRoom()
+		id, method, req, err := s.readRequest(ctx, conn, r)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.logger.Debug("rpc connection ended", "remote", conn.RemoteAddr(), "err", err)
@@ -136,15 +182,43 @@ func (s *RPCServer) serveConn(conn net.Conn) {
 			return
 		}
 		if !s.begin() {
+			s.mem.release(len(req))
 			sc.reply(id, statusClosing, nil)
 			continue
 		}
+		sc.hold(len(req))
 		go func() {
 			defer s.end()
 			resp, err := s.handle(ctx, method, req)
 			sc.respond(id, resp, err)
+			sc.unhold(len(req))
+			s.mem.release(len(req))
 		}()
 	}
+}
+
+// waitRoom blocks while the connection has its bound of requests in flight.
+func (sc *serverConn) waitRoom() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for !sc.ended && (sc.frames >= rpcConnFrames || (sc.frames > 0 && sc.bytes >= rpcConnBytes)) {
+		sc.room.Wait()
+	}
+}
+
+func (sc *serverConn) hold(n int) {
+	sc.mu.Lock()
+	sc.frames++
+	sc.bytes += n
+	sc.mu.Unlock()
+}
+
+func (sc *serverConn) unhold(n int) {
+	sc.mu.Lock()
+	sc.frames--
+	sc.bytes -= n
+	sc.mu.Unlock()
+	sc.room.Signal()
 }
 
 // handle runs the handler, turning a panic into an error answer: one bad request must not take the
@@ -244,36 +318,117 @@ func (s *RPCServer) Close(ctx context.Context) error {
 	return err
 }
 
-func readRequest(r *bufio.Reader) (id uint64, method string, req []byte, err error) {
+// readRequest reads one request frame. The connection may idle before its first byte; from then on
+// the whole frame must arrive within rpcFrameTimeout. The payload's bytes are taken from the server's
+// budget (the caller releases them) before it is read, and its buffer grows as bytes arrive: a header
+// announcing 256 MiB costs nothing until 256 MiB have been sent.
+func (s *RPCServer) readRequest(ctx context.Context, conn net.Conn, r *bufio.Reader) (id uint64, method string, req []byte, err error) {
+	conn.SetReadDeadline(time.Time{})
+	if _, err = r.Peek(1); err != nil {
+		return 0, "", nil, err
+	}
+	deadline := time.Now().Add(s.frameTimeout)
+	conn.SetReadDeadline(deadline)
 	var hdr [9]byte
 	if _, err = io.ReadFull(r, hdr[:]); err != nil {
-		return 0, "", nil, err
+		return 0, "", nil, unexpectedEOF(err)
 	}
 	id = binary.BigEndian.Uint64(hdr[0:8])
 	m := make([]byte, hdr[8])
 	if _, err = io.ReadFull(r, m); err != nil {
 		return 0, "", nil, unexpectedEOF(err)
 	}
-	if req, err = readPayload(r); err != nil {
+	size, err := readSize(r)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	err = s.mem.acquire(wctx, int(size))
+	cancel()
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("no room for a frame of %d bytes: %w", size, err)
+	}
+	if req, err = readGrowing(r, int(size)); err != nil {
+		s.mem.release(int(size))
 		return 0, "", nil, err
 	}
 	return id, string(m), req, nil
 }
 
-func readPayload(r *bufio.Reader) ([]byte, error) {
+func readSize(r io.Reader) (uint32, error) {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
-		return nil, unexpectedEOF(err)
+		return 0, unexpectedEOF(err)
 	}
 	size := binary.BigEndian.Uint32(n[:])
 	if size > maxRPCBody {
-		return nil, fmt.Errorf("rpc frame of %d bytes exceeds %d", size, maxRPCBody)
+		return 0, fmt.Errorf("rpc frame of %d bytes exceeds %d", size, maxRPCBody)
 	}
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, unexpectedEOF(err)
+	return size, nil
+}
+
+func readPayload(r *bufio.Reader) ([]byte, error) {
+	size, err := readSize(r)
+	if err != nil {
+		return nil, err
+	}
+	return readGrowing(r, int(size))
+}
+
+// readGrowing reads exactly n bytes into a buffer that starts at rpcBufferSize and doubles as bytes
+// arrive, so what a frame holds is bounded by what its sender has actually sent (at most twice).
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, 0, min(n, rpcBufferSize))
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-len(b), cap(b)))
+		}
+		k, err := io.ReadFull(r, b[len(b):min(cap(b), n)])
+		b = b[:len(b)+k]
+		if err != nil {
+			return nil, unexpectedEOF(err)
+		}
 	}
 	return b, nil
+}
+
+// byteBudget is a counting semaphore of bytes. A request larger than the whole budget waits for all of
+// it, so one oversized frame can still be served alone.
+type byteBudget struct {
+	mu    sync.Mutex
+	free  int
+	total int
+	wake  chan struct{} // closed and replaced whenever bytes are released
+}
+
+func newByteBudget(n int) *byteBudget { return &byteBudget{free: n, total: n, wake: make(chan struct{})} }
+
+func (b *byteBudget) acquire(ctx context.Context, n int) error {
+	n = min(n, b.total)
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			return nil
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *byteBudget) release(n int) {
+	n = min(n, b.total)
+	b.mu.Lock()
+	b.free += n
+	close(b.wake)
+	b.wake = make(chan struct{})
+	b.mu.Unlock()
 }
 
 // unexpectedEOF: a frame cut short is a broken connection, not a clean end of the stream.
@@ -320,7 +475,7 @@ var errClientClosed = errors.New("rpc client closed")
 // Call sends req to method on the node at addr (its raft port) and returns the response bytes.
 func (c *RPCClient) Call(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
 	if len(method) > 255 || len(req) > maxRPCBody {
-		return nil, fmt.Errorf("rpc %s to %s: request too large", method, addr)
+		return nil, fmt.Errorf("rpc %s to %s: %w: %d bytes", method, addr, ErrTooLarge, len(req))
 	}
 	cc, err := c.connect(ctx, addr)
 	if err != nil {

@@ -35,6 +35,7 @@ func serveHTTPRPC(ln net.Listener, h Handler, logger *slog.Logger) *http.Server 
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       rpcFrameTimeout, // a body announced and never sent must not hold its conn
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}

@@ -178,6 +178,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		SnapshotInterval:  f.snapshotInterval,
 		TrailingLogs:      f.trailingLogs,
 		RequestTimeout:    f.requestTimeout,
+		MaxValueSize:      f.maxValueSize,
 		Logger:            logger,
 	})
 	if err != nil {
