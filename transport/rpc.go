@@ -141,8 +141,8 @@ type serverConn struct {
 	w    *bufio.Writer
 
 	// in-flight requests of this connection (rpcConnFrames, rpcConnBytes)
-	mu       sync.Mutex
-	room     *sync.Cond
+	mu     sync.Mutex
+	room   *sync.Cond
 	frames int
 	bytes  int
 	ended  bool
@@ -401,7 +401,9 @@ type byteBudget struct {
 	wake  chan struct{} // closed and replaced whenever bytes are released
 }
 
-func newByteBudget(n int) *byteBudget { return &byteBudget{free: n, total: n, wake: make(chan struct{})} }
+func newByteBudget(n int) *byteBudget {
+	return &byteBudget{free: n, total: n, wake: make(chan struct{})}
+}
 
 func (b *byteBudget) acquire(ctx context.Context, n int) error {
 	n = min(n, b.total)
