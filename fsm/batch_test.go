@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"context"
 	"math/rand"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -180,4 +182,27 @@ func FuzzDecodeBatch(f *testing.F) {
 		// Whatever the batch holds, applying it must not panic.
 		New().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: b})
 	})
+}
+
+// A batch gives its writes indexes beyond its entry's Raft index: a reader that saw the last of them
+// must wait on the write index, which the applied (Raft) index never reaches.
+func TestWaitWriteIndexCoversBatchedWrites(t *testing.T) {
+	a := newApplier(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- a.f.WaitWriteIndex(context.Background(), 3) }()
+
+	a.batch(
+		Command{Op: OpPut, Key: "a", Value: []byte("1")},
+		Command{Op: OpPut, Key: "b", Value: []byte("2")},
+		Command{Op: OpPut, Key: "c", Value: []byte("3")},
+	) // raft index 1, write indexes 1..3
+	require.NoError(t, <-errc)
+	require.Equal(t, uint64(3), a.f.LastWriteIndex())
+	require.Equal(t, uint64(1), a.f.AppliedIndex())
+
+	err := a.f.WaitWriteIndex(ctx, 4)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "write index 4 (at 3)")
 }

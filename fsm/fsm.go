@@ -208,14 +208,28 @@ func (f *FSM) AppliedIndex() uint64 {
 // WaitApplied returns nil once AppliedIndex() >= index, or ctx's error (wrapped) if ctx ends first.
 // It does not allocate when the index is already reached.
 func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	return f.wait(ctx, &f.applied, index, "applied index")
+}
+
+// WaitWriteIndex returns nil once LastWriteIndex() >= index, or ctx's error (wrapped) if ctx ends
+// first. Write indexes are what clients see (a write's X-Kv-Index, an entry's ModIndex, a stale read's
+// X-Kv-Applied-Index), so a reader that has seen index N waits on this one, not on the Raft index: a
+// batch gives its writes indexes beyond its entry's Raft index.
+func (f *FSM) WaitWriteIndex(ctx context.Context, index uint64) error {
+	return f.wait(ctx, &f.lastWrite, index, "write index")
+}
+
+// wait blocks until v >= index. Both counters it is used on are stored before advance or setApplied
+// wakes the waiters, so a wake-up always finds the new value.
+func (f *FSM) wait(ctx context.Context, v *atomic.Uint64, index uint64, what string) error {
 	for {
-		if f.applied.Load() >= index {
+		if v.Load() >= index {
 			return nil
 		}
 		f.waitMu.Lock()
 		// Check again under waitMu: advance stores the index before it takes waitMu, so either we
 		// see the new index now or advance sees (and closes) the channel we are about to wait on.
-		if f.applied.Load() >= index {
+		if v.Load() >= index {
 			f.waitMu.Unlock()
 			return nil
 		}
@@ -228,7 +242,7 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("fsm: wait for applied index %d (at %d): %w", index, f.applied.Load(), ctx.Err())
+			return fmt.Errorf("fsm: wait for %s %d (at %d): %w", what, index, v.Load(), ctx.Err())
 		}
 	}
 }

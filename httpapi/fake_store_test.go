@@ -33,6 +33,7 @@ type fakeStore struct {
 	removed  []string
 	lastPre  store.Precondition
 	lastCons store.Consistency
+	waited   []uint64 // WaitIndex calls
 	lastList struct {
 		prefix, after string
 		limit         int
@@ -154,6 +155,21 @@ func (f *fakeStore) StaleInfo() store.StaleInfo {
 		panic("fakeStore: injected panic in StaleInfo")
 	}
 	return f.stale
+}
+
+// WaitIndex answers at once when the fake has reached index and otherwise fails as the store does when
+// it cannot catch up in time; waited records what the handler asked for.
+func (f *fakeStore) WaitIndex(ctx context.Context, index uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("WaitIndex"); err != nil {
+		return err
+	}
+	f.waited = append(f.waited, index)
+	if f.index < index {
+		return fmt.Errorf("%w: this node has not applied index %d", store.ErrTimeout, index)
+	}
+	return nil
 }
 
 func (f *fakeStore) Status(ctx context.Context) (store.Status, error) {

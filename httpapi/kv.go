@@ -26,22 +26,27 @@ const (
 // MaxValueSize each, so it is streamed rather than built whole.
 const listFlushSize = 64 << 10
 
-// handleGet serves GET (and HEAD) /v1/kv/{key}: the raw value, its indexes in headers.
+// handleGet serves GET (and HEAD) /v1/kv/{key}?consistency=&min_index=: the raw value, its indexes in
+// headers.
 func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey string) {
 	key, err := s.keyFromPath(escapedKey)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	c, err := parseReadParams(r.URL.RawQuery)
+	p, err := parseReadParams(r.URL.RawQuery)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if c == store.Stale {
+	if err := s.waitIndex(r, p.minIndex); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())
 	}
-	e, err := s.store.Get(r.Context(), key, c)
+	e, err := s.store.Get(r.Context(), key, p.consistency)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -104,12 +109,16 @@ func (s *server) handleDelete(w http.ResponseWriter, r *http.Request, escapedKey
 	writeJSON(w, http.StatusOK, b)
 }
 
-// handleList serves GET /v1/kv?prefix=&after=&limit=&consistency=: a JSON array of entries in key order.
+// handleList serves GET /v1/kv?prefix=&after=&limit=&consistency=&min_index=: a JSON array of entries in key order.
 // When more keys remain, X-Kv-More is "true" and X-Kv-Next-After holds the last key, query-escaped,
 // ready to be sent back as after=.
 func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	p, err := s.parseListParams(r.URL.RawQuery)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.waitIndex(r, p.minIndex); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -207,6 +216,15 @@ func bodyError(err error, limit int64) error {
 func tooLarge(limit int64) error {
 	return &apiError{http.StatusRequestEntityTooLarge, codeValueTooLarge,
 		"value is over the limit of " + strconv.FormatInt(limit, 10) + " bytes"}
+}
+
+// waitIndex holds a read with min_index=N until this node has applied write N (store.ErrTimeout if it
+// cannot catch up in time). It runs before the stale headers are read, so X-Kv-Applied-Index >= N.
+func (s *server) waitIndex(r *http.Request, index uint64) error {
+	if index == 0 {
+		return nil
+	}
+	return s.store.WaitIndex(r.Context(), index)
 }
 
 // setStaleHeaders tells a stale reader how far behind this node may be. It is read before the store is,

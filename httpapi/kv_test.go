@@ -423,3 +423,39 @@ func TestListLargePage(t *testing.T) {
 		assert.Equal(t, value, string(e.Value))
 	}
 }
+
+func TestMinIndexWaitsBeforeReading(t *testing.T) {
+	hs := newHarness(t, Options{})
+	idx := hs.store.put("k", "v") // index 1
+	hs.store.stale = store.StaleInfo{KnownLeader: true, AppliedIndex: idx}
+
+	for _, path := range []string{
+		"/v1/kv/k?consistency=stale&min_index=1",
+		"/v1/kv/k?min_index=1",
+		"/v1/kv?prefix=k&consistency=stale&min_index=1",
+	} {
+		rec := hs.do(t, http.MethodGet, path, nil)
+		require.Equal(t, http.StatusOK, rec.Code, path)
+	}
+	assert.Equal(t, []uint64{1, 1, 1}, hs.store.waited)
+
+	// min_index=0 asks for nothing; no wait at all.
+	require.Equal(t, http.StatusOK, hs.do(t, http.MethodGet, "/v1/kv/k?consistency=stale&min_index=0", nil).Code)
+	assert.Len(t, hs.store.waited, 3)
+
+	// Too far behind: 503 timeout with Retry-After, and the read never reaches the store.
+	hs.store.lastCons = -1
+	for _, path := range []string{"/v1/kv/k?consistency=stale&min_index=2", "/v1/kv?consistency=stale&min_index=2"} {
+		rec := hs.do(t, http.MethodGet, path, nil)
+		requireError(t, rec, http.StatusServiceUnavailable, "timeout")
+		assert.Equal(t, "1", rec.Header().Get("Retry-After"))
+		assert.Equal(t, store.Consistency(-1), hs.store.lastCons, "no read after a failed wait")
+	}
+
+	for _, q := range []string{"min_index=", "min_index=-1", "min_index=x", "min_index=1.5",
+		"min_index=18446744073709551616", "min_index=1&min_index=1"} {
+		requireError(t, hs.do(t, http.MethodGet, "/v1/kv/k?"+q, nil), http.StatusBadRequest, "invalid_parameter")
+		requireError(t, hs.do(t, http.MethodGet, "/v1/kv?"+q, nil), http.StatusBadRequest, "invalid_parameter")
+	}
+	assert.Len(t, hs.store.waited, 5, "a bad min_index is refused before any wait")
+}

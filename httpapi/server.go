@@ -23,6 +23,8 @@ import (
 //   - List returns up to limit entries whose keys start with prefix and sort strictly after after
 //     (after == "" means from the start), in key order; more reports whether further keys with the prefix
 //     remain after the last entry returned (so more implies a non-empty page).
+//   - WaitIndex returns nil once the node has applied every write up to index, or an error wrapping
+//     store.ErrTimeout when it cannot within its bounded wait.
 //   - Ready returns nil when ready, otherwise an error wrapping store.ErrNotReady whose message says why.
 type Store interface {
 	Put(ctx context.Context, key string, value []byte, pre store.Precondition) (index uint64, err error)
@@ -30,6 +32,7 @@ type Store interface {
 	Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error)
 	List(ctx context.Context, prefix, after string, limit int, c store.Consistency) (entries []store.Entry, more bool, err error)
 	StaleInfo() store.StaleInfo
+	WaitIndex(ctx context.Context, index uint64) error
 	Status(ctx context.Context) (store.Status, error)
 	Join(ctx context.Context, addrs []string) error
 	Leave(ctx context.Context) error

@@ -85,22 +85,50 @@ func repeatedParam(name string) error {
 // Every parameter, when present, must be valid: an empty "cas=" is an error, not "no cas". Unknown
 // parameters are errors too: a misspelt "cass=3" must not turn a conditional write into a blind one.
 
-// parseReadParams reads the query of GET /v1/kv/{key}: an optional consistency=.
-func parseReadParams(rawQuery string) (store.Consistency, error) {
-	c, seen := store.Linearizable, false
+// readParams are the query parameters of GET /v1/kv/{key}.
+type readParams struct {
+	consistency store.Consistency
+	minIndex    uint64 // 0: no wait
+}
+
+// parseReadParams reads the query of GET /v1/kv/{key}: an optional consistency= and min_index=.
+func parseReadParams(rawQuery string) (readParams, error) {
+	p := readParams{consistency: store.Linearizable}
+	var seenConsistency, seenMinIndex bool
 	err := forEachParam(rawQuery, func(name, value string) error {
-		if name != "consistency" {
-			return unknownParam(name)
-		}
-		if seen {
-			return repeatedParam(name)
-		}
-		seen = true
 		var err error
-		c, err = parseConsistency(value)
+		switch name {
+		case "consistency":
+			if err = once(&seenConsistency, name); err == nil {
+				p.consistency, err = parseConsistency(value)
+			}
+		case "min_index":
+			if err = once(&seenMinIndex, name); err == nil {
+				p.minIndex, err = parseMinIndex(value)
+			}
+		default:
+			err = unknownParam(name)
+		}
 		return err
 	})
-	return c, err
+	return p, err
+}
+
+// once marks a parameter seen, or reports it repeated.
+func once(seen *bool, name string) error {
+	if *seen {
+		return repeatedParam(name)
+	}
+	*seen = true
+	return nil
+}
+
+func parseMinIndex(value string) (uint64, error) {
+	n, err := strconv.ParseUint(value, 10, 64)
+	if err != nil {
+		return 0, paramError("min_index must be an unsigned decimal index, got " + strconv.Quote(value))
+	}
+	return n, nil
 }
 
 // parseWriteParams reads the query of PUT and DELETE /v1/kv/{key}: an optional cas=N.
@@ -138,18 +166,12 @@ type listParams struct {
 	prefix, after string
 	limit         int
 	consistency   store.Consistency
+	minIndex      uint64 // 0: no wait
 }
 
 func (s *server) parseListParams(rawQuery string) (listParams, error) {
 	p := listParams{limit: s.opts.DefaultListLimit}
-	var seenPrefix, seenAfter, seenLimit, seenConsistency bool
-	once := func(seen *bool, name string) error {
-		if *seen {
-			return repeatedParam(name)
-		}
-		*seen = true
-		return nil
-	}
+	var seenPrefix, seenAfter, seenLimit, seenConsistency, seenMinIndex bool
 	err := forEachParam(rawQuery, func(name, value string) error {
 		var err error
 		switch name {
@@ -168,6 +190,10 @@ func (s *server) parseListParams(rawQuery string) (listParams, error) {
 		case "consistency":
 			if err = once(&seenConsistency, name); err == nil {
 				p.consistency, err = parseConsistency(value)
+			}
+		case "min_index":
+			if err = once(&seenMinIndex, name); err == nil {
+				p.minIndex, err = parseMinIndex(value)
 			}
 		default:
 			err = unknownParam(name)

@@ -598,8 +598,8 @@ func TestConcurrentWritesToOneKeyGetDistinctIndexes(t *testing.T) {
 }
 
 // TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt checks the promise the stale read headers
-// make: once a node's applied (write) index is at least a write's index, its stale reads reflect it, also
-// when the write shared a log entry with others.
+// and min_index make: once a node's applied (write) index is at least a write's index (WaitIndex), its
+// stale reads reflect it, also when the write shared a log entry with others.
 func TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
@@ -612,13 +612,19 @@ func TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt(t *testing.T) {
 	})
 	for _, id := range ids {
 		s := c.nodes[id].store
-		require.Eventually(t, func() bool { return s.StaleInfo().AppliedIndex >= slices.Max(indexes) }, waitFor, 10*time.Millisecond)
+		require.NoError(t, s.WaitIndex(ctx, slices.Max(indexes)), "node %s catches up (min_index)", id)
+		require.GreaterOrEqual(t, s.StaleInfo().AppliedIndex, slices.Max(indexes))
 		for i, idx := range indexes {
 			e, err := s.Get(ctx, fmt.Sprintf("s%02d", i), Stale)
 			require.NoError(t, err, "node %s, key s%02d", id, i)
 			require.Equal(t, idx, e.ModIndex)
 			require.Equal(t, fmt.Sprint(i), string(e.Value))
 		}
+		// An index no write has: the wait is bounded and says the node could not catch up.
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := s.WaitIndex(short, slices.Max(indexes)+1000)
+		cancel()
+		require.ErrorIs(t, err, ErrTimeout)
 	}
 }
 

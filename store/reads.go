@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -32,6 +33,26 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int, c Con
 	}
 	entries, more := s.fsm.List(prefix, after, limit)
 	return entries, more, nil
+}
+
+// WaitIndex returns once this node has applied every write up to index (a write index, as a write's
+// answer or an entry's ModIndex gives it), so that a read served next reflects them: a client that
+// sends the highest index it has seen reads its own writes and never goes backwards, from any node,
+// without a quorum round. It waits at most the request timeout and then fails with ErrTimeout: the
+// node is too far behind (or the index does not exist yet), and another node may answer.
+func (s *Store) WaitIndex(ctx context.Context, index uint64) error {
+	if s.fsm.LastWriteIndex() >= index {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	if err := s.fsm.WaitWriteIndex(ctx, index); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err // the client went away
+		}
+		return fmt.Errorf("%w: this node has not applied index %d: %v", ErrTimeout, index, err)
+	}
+	return nil
 }
 
 // StaleInfo says how far behind a stale read from this node may be.
