@@ -40,6 +40,8 @@ type testCluster struct {
 	t     *testing.T
 	log   *testLog
 	nodes map[string]*testNode
+	// configure, when set, adjusts a node's configuration before it opens.
+	configure func(id string, cfg *Config)
 }
 
 type testNode struct {
@@ -74,7 +76,7 @@ func (c *testCluster) start(id string, expect int, join ...string) *Store {
 		c.nodes[id] = n
 	}
 	logger := slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", id)
-	s, err := Open(Config{
+	cfg := Config{
 		NodeID:              id,
 		DataDir:             n.dir,
 		RaftAddr:            n.raftAddr,
@@ -85,7 +87,11 @@ func (c *testCluster) start(id string, expect int, join ...string) *Store {
 		ReconcileInterval:   200 * time.Millisecond,
 		GossipProbeInterval: 200 * time.Millisecond,
 		Logger:              logger,
-	})
+	}
+	if c.configure != nil {
+		c.configure(id, &cfg)
+	}
+	s, err := Open(cfg)
 	require.NoError(c.t, err)
 	n.store = s
 	n.raftAddr = s.mux.Addr().String()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Config is everything a node needs to open its store. Zero values take the defaults below.
@@ -33,6 +35,9 @@ type Config struct {
 	MaxValueSize int64
 
 	Logger *slog.Logger
+
+	// wrapLogStore, when set, wraps Raft's log store (tests inject slow or failing disks with it).
+	wrapLogStore func(raft.LogStore) raft.LogStore
 }
 
 // Defaults for a single node on loopback.

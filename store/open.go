@@ -97,9 +97,12 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { s.bolt.Close() })
-	logs, err := raft.NewLogCache(logCacheSize, s.bolt)
-	if err != nil {
+	var logs raft.LogStore
+	if logs, err = raft.NewLogCache(logCacheSize, s.bolt); err != nil {
 		return nil, fmt.Errorf("log cache: %w", err)
+	}
+	if cfg.wrapLogStore != nil {
+		logs = cfg.wrapLogStore(logs)
 	}
 	raftLog := newHclog(s.logger, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetain, raftLog)

@@ -57,19 +57,17 @@ func (p *proposer) apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 	return p.wait(ctx, w)
 }
 
-// submit queues ws and, if a slot is free, commits the next batch on the caller's goroutine: a write
-// that finds the leader idle costs no hand-off to another goroutine.
+// submit queues ws and, if a slot is free, commits the next batch on a goroutine of its own. Never on
+// the caller's: committing waits for Raft, which may take as long as a majority's disks do, and every
+// caller must be free to give up at its own deadline (wait), reporting the write indeterminate if it was
+// handed to Raft. The committing goroutine ends when Raft answers, at the latest when it shuts down.
 func (p *proposer) submit(ws ...*proposal) {
 	p.mu.Lock()
 	p.queue = append(p.queue, ws...)
 	batch := p.takeLocked()
 	p.mu.Unlock()
-	if batch == nil {
-		return
-	}
-	p.commit(batch)
-	if next := p.release(); next != nil {
-		go p.run(next)
+	if batch != nil {
+		go p.run(batch)
 	}
 }
 
