@@ -39,13 +39,25 @@ func (s *Store) withLeader(ctx context.Context, retry func(error) bool, op func(
 		lastErr = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w within %s (last attempt: %v)", ErrNoLeader, s.cfg.RequestTimeout, lastErr)
+			if leaderMissing(lastErr) {
+				return fmt.Errorf("%w within %s (last attempt: %v)", ErrNoLeader, s.cfg.RequestTimeout, lastErr)
+			}
+			// A leader was there and answering, just not in time: a client should hear that, not
+			// that the cluster has no leader.
+			return fmt.Errorf("%w: the leader did not answer in time (last attempt: %v)", ErrTimeout, lastErr)
 		case <-s.ctx.Done():
 			return ErrShuttingDown
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 200*time.Millisecond)
 	}
+}
+
+// leaderMissing: the attempt failed for want of a leader that could serve it (none known, the one
+// asked was not the leader any more, unreachable, or newly elected and not ready yet).
+func leaderMissing(err error) bool {
+	return errors.Is(err, errNoLeaderKnown) || errors.Is(err, errNotLeader) ||
+		errors.Is(err, transport.ErrUnreachable) || errors.Is(err, errLeaderNotReady)
 }
 
 // retryWrite: only outcomes that certainly left the log untouched may be retried.

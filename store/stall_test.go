@@ -105,3 +105,35 @@ func TestWriteThatTriggersACommitHangsWhileTheDiskStalls(t *testing.T) {
 	_, err = s.Put(ctxT(t), "after", []byte("v"), Precondition{})
 	require.NoError(t, err, "writes go on once the disk is back")
 }
+
+func TestReadThatRunsOutOfTimeWithALeaderIsReportedAsNoLeader(t *testing.T) {
+	c := newTestCluster(t)
+	logs := map[string]*stallingLogs{}
+	c.configure = func(id string, cfg *Config) {
+		cfg.wrapLogStore = func(ls raft.LogStore) raft.LogStore {
+			logs[id] = &stallingLogs{LogStore: ls}
+			return logs[id]
+		}
+	}
+	c.startCluster(1)
+	s := c.nodes["n1"].store
+	resume := logs["n1"].stall()
+	t.Cleanup(resume)
+	// A write takes Raft's leader loop into the stalled disk: the leader is there, and slow.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		s.Put(ctx, "k", []byte("v"), Precondition{})
+	}()
+	var err error
+	for range 10 { // the first may run before the write reaches the disk
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err = s.Get(ctx, "k", Linearizable)
+		cancel()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			break
+		}
+	}
+	require.NotErrorIs(t, err, ErrNoLeader, "the leader is known; the read ran out of time")
+	require.ErrorIs(t, err, ErrTimeout)
+}
