@@ -41,6 +41,11 @@ type FSM struct {
 	// AppliedIndex or WaitApplied also sees every write up to i.
 	applied atomic.Uint64
 
+	// bytes (of keys and values) and writes (commands applied since New) are for metrics; both are
+	// written under mu.
+	bytes  atomic.Int64
+	writes atomic.Uint64
+
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
 }
@@ -119,6 +124,7 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 	index := max(f.lastWrite.Load()+1, logIndex)
 	res := Result{Index: index}
 	defer f.lastWrite.Store(index)
+	f.writes.Add(1)
 	if cmd.Op == OpSetMember {
 		f.members[cmd.Key] = string(cmd.Value)
 		return res
@@ -149,11 +155,14 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 		copy(e.Value, cmd.Value)
 		if found {
 			e.CreateIndex = old.CreateIndex
+			f.bytes.Add(-entrySize(old))
 		}
 		f.tree.ReplaceOrInsert(e)
+		f.bytes.Add(entrySize(e))
 	case OpDelete:
 		if found {
 			f.tree.Delete(old)
+			f.bytes.Add(-entrySize(old))
 			res.Deleted = true
 		}
 	}

@@ -160,8 +160,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if applied := f.applied.Load(); s.applied < applied {
 		return fmt.Errorf("%w: the snapshot is at index %d, this node has applied %d", ErrStaleSnapshot, s.applied, applied)
 	}
+	size := treeSize(s.tree)
 	f.mu.Lock()
 	f.tree, f.members = s.tree, s.members
+	f.bytes.Store(size)
 	f.lastWrite.Store(s.lastWrite)
 	f.mu.Unlock()
 	f.setApplied(s.applied)

@@ -153,3 +153,24 @@ func (s *server) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, readyOK)
 }
+
+// handleHealth serves GET /v1/cluster/health: every server's health and the failure tolerance
+// (store.Health). 200 when every server is healthy, 503 otherwise, with the same body, so a probe can
+// use the status alone.
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	h, err := s.store.Health(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if !h.Healthy {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, b)
+}

@@ -26,6 +26,7 @@ type fakeStore struct {
 	stale    store.StaleInfo
 	readyErr error
 	status   store.Status
+	health   store.Health
 
 	writes   int // Put and Delete calls that reached the store
 	joined   [][]string
@@ -222,6 +223,12 @@ func (f *fakeStore) Ready() error {
 		panic("fakeStore: injected panic in Ready")
 	}
 	return f.readyErr
+}
+
+func (f *fakeStore) Health(ctx context.Context) (store.Health, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.health, nil
 }
 
 // put seeds the store directly.

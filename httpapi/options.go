@@ -3,6 +3,8 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"time"
 )
 
 // Defaults for the zero Options.
@@ -20,6 +22,16 @@ type Options struct {
 	DefaultListLimit int   // entries per list page when no limit= is given; default 1000
 	MaxListLimit     int   // largest accepted limit=; default 10000
 	EnablePprof      bool  // mount net/http/pprof under /debug/pprof/
+	// Metrics, if set, is served at GET /metrics (the Prometheus exposition format).
+	Metrics http.Handler
+	// Observer, if set, is told about every request: its route pattern, method, status and duration.
+	Observer RequestObserver
+}
+
+// RequestObserver counts requests (metrics.Node implements it). route is a fixed pattern such as
+// "/v1/kv/{key}", never the raw path, so that it cannot grow without bound.
+type RequestObserver interface {
+	ObserveRequest(route, method string, code int, took time.Duration)
 }
 
 // Validate reports options New would have to correct: negative sizes, or a default list limit above the

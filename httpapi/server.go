@@ -38,6 +38,8 @@ type Store interface {
 	Leave(ctx context.Context) error
 	RemoveMember(ctx context.Context, id string) error
 	Ready() error
+	// Health asks every server for its state; it answers even without a leader.
+	Health(ctx context.Context) (store.Health, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
@@ -86,7 +88,7 @@ func New(s Store, opts Options, logger *slog.Logger) http.Handler {
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var sw *statusWriter
 	var start time.Time
-	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+	if s.opts.Observer != nil || s.log.Enabled(r.Context(), slog.LevelDebug) {
 		start = time.Now()
 		sw = &statusWriter{ResponseWriter: w}
 		w = sw
@@ -95,7 +97,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			s.recovered(w, sw, r, v)
 		}
-		if sw != nil {
+		if s.opts.Observer != nil {
+			s.opts.Observer.ObserveRequest(routeName(r.URL.EscapedPath()), r.Method, sw.statusCode(), time.Since(start))
+		}
+		if sw != nil && s.log.Enabled(r.Context(), slog.LevelDebug) {
 			s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
@@ -153,11 +158,37 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		if s.allowed(w, r, allowGet) {
 			s.handleReady(w, r)
 		}
+	case path == "/v1/cluster/health":
+		if s.allowed(w, r, allowGet) {
+			s.handleHealth(w, r)
+		}
+	case path == "/metrics" && s.opts.Metrics != nil:
+		if s.allowed(w, r, allowGet) {
+			s.opts.Metrics.ServeHTTP(w, r)
+		}
 	case s.pprof != nil && strings.HasPrefix(path, pprofPrefix):
 		s.pprof.ServeHTTP(w, r)
 	default:
 		s.writeError(w, r, &apiError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
 	}
+}
+
+// routeName is the route pattern of path, for metrics: a fixed set of names, whatever the path.
+func routeName(path string) string {
+	switch {
+	case strings.HasPrefix(path, kvPrefix):
+		return kvPrefix + "{key}"
+	case strings.HasPrefix(path, membersPrefix):
+		return membersPrefix + "{id}"
+	case strings.HasPrefix(path, pprofPrefix):
+		return pprofPrefix
+	}
+	switch path {
+	case "/v1/kv", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
+		"/v1/snapshot", "/healthz", "/readyz", "/metrics":
+		return path
+	}
+	return "other"
 }
 
 // allowed reports whether r's method is listed in allow (a route's Allow header value), answering 405

@@ -445,7 +445,7 @@ func TestReadBatcherSharesOneConfirmationPerBatch(t *testing.T) {
 		mu.Unlock()
 		<-release
 		return 42, nil
-	})
+	}, nopObserver{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})

@@ -35,6 +35,8 @@ type Config struct {
 	MaxValueSize int64
 
 	Logger *slog.Logger
+	// Observer is told about events metrics count; nil observes nothing.
+	Observer Observer
 
 	// wrapLogStore, when set, wraps Raft's log store (tests inject slow or failing disks with it).
 	wrapLogStore func(raft.LogStore) raft.LogStore
@@ -80,6 +82,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxValueSize <= 0 {
 		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/raftkv/raftkv/fsm"
@@ -156,7 +157,9 @@ func (f *forwarder) send(batch []*forwardedWrite) {
 	for i, w := range batch {
 		cmds[i] = w.cmd
 	}
+	start := time.Now()
 	resp, err := f.s.rpc.Call(ctx, addr, rpcApplyBatch, encodeFrames(cmds))
+	f.s.obs.ForwardRPC(time.Since(start), err)
 	var results [][]byte
 	if err == nil {
 		var payload []byte

@@ -35,6 +35,7 @@ const (
 type Store struct {
 	cfg    Config
 	logger *slog.Logger
+	obs    Observer
 	ident  identity
 
 	fsm    *fsm.FSM
@@ -81,7 +82,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 
-	s := &Store{cfg: cfg, logger: cfg.Logger, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{}}
+	s := &Store{cfg: cfg, logger: cfg.Logger, obs: cfg.Observer, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
@@ -98,17 +99,18 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	undo = append(undo, func() { s.bolt.Close() })
 	var logs raft.LogStore
-	if logs, err = raft.NewLogCache(logCacheSize, s.bolt); err != nil {
+	if logs, err = raft.NewLogCache(logCacheSize, timedLogStore{LogStore: s.bolt, obs: s.obs}); err != nil {
 		return nil, fmt.Errorf("log cache: %w", err)
 	}
 	if cfg.wrapLogStore != nil {
 		logs = cfg.wrapLogStore(logs)
 	}
 	raftLog := newHclog(s.logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetain, raftLog)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetain, raftLog)
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: open snapshot store: %w", cfg.DataDir, err)
 	}
+	snaps := timedSnapshots{SnapshotStore: fileSnaps, obs: s.obs}
 
 	if s.mux, err = transport.Listen(cfg.RaftAddr, cfg.RaftAdvertise, s.logger.With("component", "mux")); err != nil {
 		return nil, err
@@ -148,8 +150,8 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, fmt.Errorf("data dir %s: start raft: %w", cfg.DataDir, err)
 	}
 	undo = append(undo, func() { s.raft.Shutdown().Error() })
-	s.reads = newReadBatcher(s.confirmReadIndex)
-	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader)
+	s.reads = newReadBatcher(s.confirmReadIndex, s.obs)
+	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader, s.obs)
 	s.forwarder = newForwarder(s)
 	s.proposer = newProposer(s)
 
@@ -180,6 +182,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState)
 
 	s.goRun(func() { s.watchLeadership(notify) })
+	s.goRun(s.observeLeaders)
 	s.goRun(s.reads.run(s.ctx))
 	s.goRun(s.remoteReads.run(s.ctx))
 	s.goRun(s.forwarder.run)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftkv/raftkv/fsm"
 )
@@ -34,6 +35,8 @@ type proposer struct {
 	mu       sync.Mutex
 	queue    []*proposal
 	inFlight int
+	// pending counts writes queued or in an entry in flight, for metrics.
+	pending atomic.Int64
 }
 
 type proposal struct {
@@ -62,6 +65,7 @@ func (p *proposer) apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 // caller must be free to give up at its own deadline (wait), reporting the write indeterminate if it was
 // handed to Raft. The committing goroutine ends when Raft answers, at the latest when it shuts down.
 func (p *proposer) submit(ws ...*proposal) {
+	p.pending.Add(int64(len(ws)))
 	p.mu.Lock()
 	p.queue = append(p.queue, ws...)
 	batch := p.takeLocked()
@@ -83,6 +87,7 @@ func (p *proposer) wait(ctx context.Context, w *proposal) (fsm.Result, error) {
 		for i, q := range p.queue {
 			if q == w {
 				p.queue = append(p.queue[:i], p.queue[i+1:]...)
+				p.pending.Add(-1)
 				break
 			}
 		}
@@ -139,6 +144,7 @@ func (p *proposer) commit(batch []*proposal) {
 		for _, w := range batch {
 			close(w.done)
 		}
+		p.pending.Add(-int64(len(batch)))
 	}()
 	data := batch[0].cmd
 	if len(batch) > 1 {
@@ -150,14 +156,17 @@ func (p *proposer) commit(batch []*proposal) {
 		}
 		data = fsm.AppendBatch(make([]byte, 0, fsm.BatchLen(len(cmds), size)), cmds)
 	}
+	start := time.Now()
 	f := p.s.raft.Apply(data, p.s.cfg.RequestTimeout)
 	if err := f.Error(); err != nil {
+		p.s.obs.EntryFailed(len(batch))
 		err = classifyApplyError(err)
 		for _, w := range batch {
 			w.err = err
 		}
 		return
 	}
+	p.s.obs.EntryCommitted(len(batch), time.Since(start))
 	switch res := f.Response().(type) {
 	case []fsm.Result:
 		if len(res) == len(batch) {

@@ -104,7 +104,9 @@ func (s *Store) confirmReadIndexViaLeader() (uint64, error) {
 }
 
 func (s *Store) forwardReadIndex(ctx context.Context, addr string) (uint64, error) {
+	start := time.Now()
 	resp, err := s.rpc.Call(ctx, addr, rpcReadIndex, nil)
+	s.obs.ReadIndexRPC(time.Since(start), err)
 	if err != nil {
 		return 0, err
 	}
@@ -144,6 +146,7 @@ func (s *Store) confirmReadIndex() (uint64, error) {
 // before the read's preceding writes were acknowledged.
 type readBatcher struct {
 	confirm func() (uint64, error)
+	obs     Observer
 	mu      sync.Mutex
 	pending *readBatch
 	kick    chan struct{}
@@ -156,8 +159,8 @@ type readBatch struct {
 	err     error
 }
 
-func newReadBatcher(confirm func() (uint64, error)) *readBatcher {
-	return &readBatcher{confirm: confirm, kick: make(chan struct{}, 1)}
+func newReadBatcher(confirm func() (uint64, error), obs Observer) *readBatcher {
+	return &readBatcher{confirm: confirm, obs: obs, kick: make(chan struct{}, 1)}
 }
 
 func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
@@ -204,6 +207,7 @@ func (b *readBatcher) run(ctx context.Context) func() {
 			}
 			batch.index, batch.err = b.confirm()
 			close(batch.done)
+			b.obs.ReadIndexBatch(batch.readers)
 		}
 	}
 }

@@ -15,6 +15,7 @@ const (
 	rpcReadIndex  = "readindex"  // resp: a read index confirmed by a quorum
 	rpcApplied    = "applied"    // resp: the callee's applied index (caught-up checks)
 	rpcRemove     = "remove"     // req: member id
+	rpcHealth     = "health"     // resp: the callee's term, last and applied index, last leader contact
 )
 
 // errNotLeader means "ask the current leader instead": the request had no effect.
@@ -123,6 +124,8 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		return encodeResponse(nil, binary.AppendUvarint(nil, idx)), nil
 	case rpcApplied:
 		return encodeResponse(nil, binary.AppendUvarint(nil, s.fsm.AppliedIndex())), nil
+	case rpcHealth:
+		return encodeResponse(nil, encodeStats(s.localStats())), nil
 	case rpcRemove:
 		return encodeResponse(s.removeLocal(string(req)), nil), nil
 	default:

@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/raftkv/raftkv/httpapi"
+	"github.com/raftkv/raftkv/metrics"
 	"github.com/raftkv/raftkv/store"
 )
 
@@ -45,6 +47,7 @@ type serveFlags struct {
 	snapshotInterval, requestTimeout            time.Duration
 	shutdownTimeout                             time.Duration
 	leaveOnTerminate, pprof                     bool
+	debugAddr                                   string
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -69,7 +72,8 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.requestTimeout, "request-timeout", store.DefaultRequestTimeout, "bound on any request, including waiting for a leader")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for in-flight requests")
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address too")
+	fs.StringVar(&f.debugAddr, "debug-addr", "127.0.0.1:0", "bind address of the debug server (Go profiles under /debug/pprof/, and /metrics); port 0 picks a free one, logged at start; empty turns it off")
 	return fs
 }
 
@@ -163,6 +167,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Error("cannot listen on the HTTP address", "addr", f.httpAddr, "err", err)
 		return exitUnavailable
 	}
+	var debugLn net.Listener
+	if f.debugAddr != "" {
+		if debugLn, err = net.Listen("tcp", f.debugAddr); err != nil {
+			ln.Close()
+			logger.Error("cannot listen on the debug address", "addr", f.debugAddr, "err", err)
+			return exitUnavailable
+		}
+		defer debugLn.Close()
+	}
+	mx := metrics.New()
+	if err := metrics.BridgeGoMetrics(mx.Registry()); err != nil {
+		logger.Warn("raft's own metrics will be missing", "err", err)
+	}
 	st, err := store.Open(store.Config{
 		NodeID:            f.id,
 		DataDir:           f.dataDir,
@@ -180,6 +197,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		RequestTimeout:    f.requestTimeout,
 		MaxValueSize:      f.maxValueSize,
 		Logger:            logger,
+		Observer:          mx,
 	})
 	if err != nil {
 		ln.Close()
@@ -188,10 +206,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUnavailable
 	}
 
+	mx.Watch(st)
+	mx.WatchDisk(f.dataDir)
+	if debugLn != nil {
+		debugSrv := &http.Server{Handler: debugHandler(mx.Handler()), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = debugSrv.Serve(debugLn) }()
+		defer debugSrv.Close()
+		logger.Info("serving debug endpoints (pprof, metrics)", "addr", debugLn.Addr().String())
+	}
 	srv := &http.Server{
 		Handler: httpapi.New(st, httpapi.Options{
 			MaxValueSize: f.maxValueSize,
 			EnablePprof:  f.pprof,
+			Metrics:      mx.Handler(),
+			Observer:     mx,
 		}, logger.With("component", "http")),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -219,4 +247,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		exit = exitUnavailable
 	}
 	return exit
+}
+
+// debugHandler serves Go's profiles and the metrics on the debug address, which is loopback unless the
+// operator says otherwise: profiles show the process's internals and cost CPU while they run.
+func debugHandler(metricsHandler http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also the named profiles (heap, goroutine, ...)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/metrics", metricsHandler)
+	return mux
 }

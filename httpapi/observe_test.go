@@ -1,0 +1,77 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/raftkv/raftkv/store"
+)
+
+type recordedRequest struct {
+	route, method string
+	code          int
+}
+
+type requestRecorder struct {
+	mu   sync.Mutex
+	seen []recordedRequest
+}
+
+func (r *requestRecorder) ObserveRequest(route, method string, code int, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, recordedRequest{route, method, code})
+}
+
+func TestObserverSeesRoutePatternsNotPaths(t *testing.T) {
+	rec := &requestRecorder{}
+	hs := newHarness(t, Options{Observer: rec})
+	hs.store.put("a/b", "1")
+	hs.do(t, http.MethodGet, "/v1/kv/a/b", nil)
+	hs.do(t, http.MethodGet, "/v1/kv/missing", nil)
+	hs.do(t, http.MethodDelete, "/v1/cluster/members/n2", nil)
+	hs.do(t, http.MethodGet, "/no/such/thing", nil)
+	assert.Equal(t, []recordedRequest{
+		{"/v1/kv/{key}", "GET", 200},
+		{"/v1/kv/{key}", "GET", 404},
+		{"/v1/cluster/members/{id}", "DELETE", 200},
+		{"other", "GET", 404},
+	}, rec.seen)
+}
+
+func TestMetricsRouteServesTheGivenHandler(t *testing.T) {
+	hs := newHarness(t, Options{})
+	requireError(t, hs.do(t, http.MethodGet, "/metrics", nil), http.StatusNotFound, "not_found")
+
+	hs = newHarness(t, Options{Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("raftkv_up 1\n"))
+	})})
+	rec := hs.do(t, http.MethodGet, "/metrics", nil)
+	require.Equal(t, http.StatusOK, rec.Code)
+	assert.Equal(t, "raftkv_up 1\n", rec.Body.String())
+	requireError(t, hs.do(t, http.MethodPost, "/metrics", nil), http.StatusMethodNotAllowed, "method_not_allowed")
+}
+
+func TestClusterHealthIs503WhenAServerIsUnhealthy(t *testing.T) {
+	hs := newHarness(t, Options{})
+	hs.store.health = store.Health{Healthy: true, FailureTolerance: 1, Leader: "n1",
+		Servers: []store.ServerHealth{{ID: "n1", Healthy: true, Leader: true}}}
+	rec := hs.do(t, http.MethodGet, "/v1/cluster/health", nil)
+	require.Equal(t, http.StatusOK, rec.Code)
+	var h store.Health
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h))
+	assert.Equal(t, 1, h.FailureTolerance)
+
+	hs.store.health.Healthy = false
+	hs.store.health.Servers = append(hs.store.health.Servers, store.ServerHealth{ID: "n2", Reason: "did not answer"})
+	rec = hs.do(t, http.MethodGet, "/v1/cluster/health", nil)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h))
+	assert.Equal(t, "did not answer", h.Servers[1].Reason)
+}
