@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -458,4 +459,21 @@ func TestMinIndexWaitsBeforeReading(t *testing.T) {
 		requireError(t, hs.do(t, http.MethodGet, "/v1/kv?"+q, nil), http.StatusBadRequest, "invalid_parameter")
 	}
 	assert.Len(t, hs.store.waited, 5, "a bad min_index is refused before any wait")
+}
+
+func TestPutAllocatesItsContentLengthBeforeTheBodyArrives(t *testing.T) {
+	hs := newHarness(t, Options{MaxValueSize: 8 << 20})
+	r := httptest.NewRequest(http.MethodPut, "/v1/kv/k", strings.NewReader("a few bytes"))
+	r.ContentLength = 8 << 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rec := hs.serve(r)
+	runtime.ReadMemStats(&after)
+	requireError(t, rec, http.StatusBadRequest, codeInvalidBody)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "allocated for bytes never sent")
+
+	value := strings.Repeat("v", 300<<10) // several doublings of the buffer
+	rec = hs.do(t, http.MethodPut, "/v1/kv/k", strings.NewReader(value))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Equal(t, value, string(hs.store.data["k"].Value))
 }

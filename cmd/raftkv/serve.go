@@ -19,6 +19,7 @@ import (
 
 	"github.com/raftkv/raftkv/httpapi"
 	"github.com/raftkv/raftkv/metrics"
+	"github.com/raftkv/raftkv/netlimit"
 	"github.com/raftkv/raftkv/store"
 )
 
@@ -45,7 +46,8 @@ type serveFlags struct {
 	maxValueSize                                int64
 	snapshotThreshold, trailingLogs             uint64
 	snapshotInterval, requestTimeout            time.Duration
-	shutdownTimeout                             time.Duration
+	shutdownTimeout, httpBodyTimeout            time.Duration
+	httpMaxConns                                int
 	leaveOnTerminate, pprof                     bool
 	debugAddr                                   string
 }
@@ -71,6 +73,8 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", store.DefaultTrailingLogs, "log entries kept after a snapshot, for followers that lag a little")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", store.DefaultRequestTimeout, "bound on any request, including waiting for a leader")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for in-flight requests")
+	fs.DurationVar(&f.httpBodyTimeout, "http-body-timeout", 30*time.Second, "how long a client may take to send a request's headers and body")
+	fs.IntVar(&f.httpMaxConns, "http-max-conns", 4096, "most HTTP connections held open at once; more are closed at once (keep it below the descriptor limit)")
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address too")
 	fs.StringVar(&f.debugAddr, "debug-addr", "127.0.0.1:0", "bind address of the debug server (Go profiles under /debug/pprof/, and /metrics); port 0 picks a free one, logged at start; empty turns it off")
@@ -131,6 +135,33 @@ func advertisedHTTP(f *serveFlags) string {
 	return f.httpAddr
 }
 
+// httpLimits are the deadlines of one HTTP request: body is how long its client may take to send the
+// headers and body, request how long the store may take to answer (store.Config.RequestTimeout).
+type httpLimits struct {
+	body, request time.Duration
+}
+
+// newHTTPServer bounds what one HTTP connection can hold: a client that announces a body and sends
+// nothing, sends it a byte at a time, or never reads its answer is cut off by a deadline instead of
+// holding a descriptor and a goroutine for as long as it likes.
+//
+// ReadTimeout runs from the start of a request, through its body, into the handler (net/http's
+// background read cancels the request when it expires), so it covers the body and the store's answer.
+// WriteTimeout leaves 30 s more to write the answer. A streaming or long-poll handler must move or clear
+// both for its own request with http.ResponseController (SetReadDeadline, SetWriteDeadline).
+func newHTTPServer(h http.Handler, l httpLimits, logger *slog.Logger) *http.Server {
+	read := l.body + l.request
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(10*time.Second, l.body),
+		ReadTimeout:       read,
+		WriteTimeout:      read + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10, // keys (≤ 1 KiB by default) travel in the path; nothing else is large
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+}
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f serveFlags
 	fs := newServeFlagSet(&f)
@@ -150,6 +181,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if f.maxValueSize < 1 {
 		return usageError(fs, stderr, "--max-value-size must be at least 1")
+	}
+	if f.httpMaxConns < 1 {
+		return usageError(fs, stderr, "--http-max-conns must be at least 1")
+	}
+	if f.httpBodyTimeout < time.Second {
+		return usageError(fs, stderr, "--http-body-timeout must be at least 1s")
 	}
 	join := splitList(f.join)
 	if f.bootstrapExpect < 0 {
@@ -214,19 +251,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer debugSrv.Close()
 		logger.Info("serving debug endpoints (pprof, metrics)", "addr", debugLn.Addr().String())
 	}
-	srv := &http.Server{
-		Handler: httpapi.New(st, httpapi.Options{
-			MaxValueSize: f.maxValueSize,
-			EnablePprof:  f.pprof,
-			Metrics:      mx.Handler(),
-			Observer:     mx,
-		}, logger.With("component", "http")),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
+	httpLog := logger.With("component", "http")
+	srv := newHTTPServer(httpapi.New(st, httpapi.Options{
+		MaxValueSize: f.maxValueSize,
+		EnablePprof:  f.pprof,
+		Metrics:      mx.Handler(),
+		Observer:     mx,
+	}, httpLog), httpLimits{body: f.httpBodyTimeout, request: f.requestTimeout}, httpLog)
+	limited := netlimit.New(ln, f.httpMaxConns, func(remote net.Addr) {
+		httpLog.Warn("HTTP connection refused: too many open connections", "remote", remote, "limit", f.httpMaxConns)
+	})
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(limited) }()
 	logger.Info("serving HTTP API", "addr", ln.Addr().String())
 
 	exit := exitOK
