@@ -145,10 +145,13 @@ func (s *server) memberFromPath(escaped string) (string, error) {
 	return id, nil
 }
 
-// handleReady serves GET /readyz: 200 when the store says it can serve, else 503 not_ready with its reason.
+// handleReady serves GET /readyz: 200 {"ready":true,...} when the store says it can serve, else 503
+// {"ready":false,"reason":"..."}, which is also a not_ready error body (error, code) for clients that
+// read every 503 as one.
 func (s *server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Ready(); err != nil {
-		writeErrorBody(w, http.StatusServiceUnavailable, codeNotReady, err.Error(), nil)
+		reason := appendJSONString([]byte(`,"ready":false,"reason":`), err.Error())
+		writeErrorBody(w, http.StatusServiceUnavailable, codeNotReady, err.Error(), reason)
 		return
 	}
 	writeJSON(w, http.StatusOK, readyOK)

@@ -17,7 +17,7 @@ var (
 	headerFalse      = []string{"false"}[:1:1]
 
 	healthOK = []byte(`{"status":"ok"}`)
-	readyOK  = []byte(`{"status":"ready"}`)
+	readyOK  = []byte(`{"ready":true,"reason":"","status":"ready"}`)
 	leftOK   = []byte(`{"left":true}`)
 	joinedOK = []byte(`{"joined":true}`)
 )

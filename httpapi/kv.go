@@ -257,6 +257,10 @@ func (s *server) setStaleHeaders(h http.Header) {
 	} else {
 		h[headerKnownLeader] = headerFalse
 	}
+	if info.NoContact { // never heard from a leader: no number would be true, so none is sent
+		h[headerApplied] = []string{strconv.FormatUint(info.AppliedIndex, 10)}
+		return
+	}
 	setUintHeaders(h, headerLastContact, uint64(max(info.LastContact.Milliseconds(), 0)), headerApplied, info.AppliedIndex)
 }
 

@@ -136,6 +136,13 @@ func TestReadConsistency(t *testing.T) {
 	assert.Equal(t, "0", rec.Header().Get("X-Kv-Last-Contact-Ms"))
 	assert.Equal(t, "0", rec.Header().Get("X-Kv-Applied-Index"))
 
+	// A node that never heard from a leader does not claim a last contact of 0 ms ago.
+	hs.store.stale = store.StaleInfo{NoContact: true, AppliedIndex: 3}
+	rec = hs.do(t, http.MethodGet, "/v1/kv/k?consistency=stale", nil)
+	require.Equal(t, http.StatusOK, rec.Code)
+	assert.Empty(t, rec.Header().Values("X-Kv-Last-Contact-Ms"))
+	assert.Equal(t, "3", rec.Header().Get("X-Kv-Applied-Index"))
+
 	for _, q := range []string{"consistency=", "consistency=Stale", "consistency=strong", "consistency",
 		"consistency=stale&consistency=stale", "cas=1", "x=y"} {
 		requireError(t, hs.do(t, http.MethodGet, "/v1/kv/k?"+q, nil), http.StatusBadRequest, "invalid_parameter")

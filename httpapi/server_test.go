@@ -69,13 +69,16 @@ func TestHealthz(t *testing.T) {
 
 func TestReadyz(t *testing.T) {
 	hs := newHarness(t, Options{})
-	var got map[string]string
+	var got map[string]any
 	requireJSON(t, hs.do(t, http.MethodGet, "/readyz", nil), &got)
-	assert.Equal(t, map[string]string{"status": "ready"}, got)
+	assert.Equal(t, true, got["ready"])
+	assert.Equal(t, "", got["reason"])
 
 	hs.store.readyErr = fmt.Errorf("%w: no leader known for 3s", store.ErrNotReady)
 	body := requireError(t, hs.do(t, http.MethodGet, "/readyz", nil), http.StatusServiceUnavailable, "not_ready")
 	assert.Equal(t, hs.store.readyErr.Error(), body["error"])
+	assert.Equal(t, false, body["ready"])
+	assert.Equal(t, hs.store.readyErr.Error(), body["reason"])
 }
 
 func TestPprofOnlyWhenEnabled(t *testing.T) {

@@ -67,7 +67,12 @@ type Precondition struct {
 // StaleInfo tells a stale reader how far behind this node may be.
 type StaleInfo struct {
 	KnownLeader bool
-	LastContact time.Duration // since the last contact with the leader; 0 on the leader itself
+	// LastContact is how long ago this node was last known to be as fresh as the leader: since the last
+	// contact with it, or longer when this node has not applied what the leader had applied then. 0 on
+	// the leader itself.
+	LastContact time.Duration
+	// NoContact: this node is not the leader and has never heard from one (LastContact means nothing).
+	NoContact bool
 	// AppliedIndex is the index of the last write this node has applied: the answer reflects every
 	// write with an index up to it.
 	AppliedIndex uint64

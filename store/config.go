@@ -40,6 +40,8 @@ type Config struct {
 
 	// wrapLogStore, when set, wraps Raft's log store (tests inject slow or failing disks with it).
 	wrapLogStore func(raft.LogStore) raft.LogStore
+	// progressInterval and readyLagWindow: see progress.go (tests shorten them).
+	progressInterval, readyLagWindow time.Duration
 }
 
 // Defaults for a single node on loopback.
@@ -76,6 +78,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.progressInterval <= 0 {
+		c.progressInterval = progressInterval
+	}
+	if c.readyLagWindow <= 0 {
+		c.readyLagWindow = readyLagWindow
 	}
 	if c.MaxKeySize <= 0 {
 		c.MaxKeySize = DefaultMaxKeySize

@@ -50,6 +50,7 @@ type Store struct {
 	remoteReads *readBatcher
 	forwarder   *forwarder // batches writes a follower sends to the leader
 	proposer    *proposer  // batches the writes this node, as leader, hands to Raft
+	progress    *progress  // the leader's applied index over time, as this node follows it
 
 	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
 	// own. Until then its commit index may lag entries committed by the previous leader, so it must
@@ -154,6 +155,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.remoteReads = newReadBatcher(s.confirmReadIndexViaLeader, s.obs)
 	s.forwarder = newForwarder(s)
 	s.proposer = newProposer(s)
+	s.progress = newProgress(cfg.progressInterval, cfg.readyLagWindow)
 
 	s.rpc = transport.NewRPCClient(s.mux, rpcDialTimeout)
 	s.rpcSrv = transport.ServeRPC(s.mux, s.handleRPC, s.logger.With("component", "rpc"))
@@ -187,6 +189,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.goRun(s.remoteReads.run(s.ctx))
 	s.goRun(s.forwarder.run)
 	s.goRun(s.publishStateLoop)
+	s.goRun(s.trackLeaderProgress)
 	s.goRun(func() { s.gossip.ReconnectLoop(s.ctx, gossipReconnectInterval) })
 	if len(cfg.Join) > 0 {
 		s.goRun(func() {

@@ -60,9 +60,14 @@ func (s *Store) StaleInfo() StaleInfo {
 	addr, _ := s.raft.LeaderWithID()
 	info := StaleInfo{KnownLeader: addr != "", AppliedIndex: s.fsm.LastWriteIndex()}
 	if !s.isLeader() {
-		if lc := s.raft.LastContact(); !lc.IsZero() {
-			info.LastContact = time.Since(lc)
+		lc := s.raft.LastContact()
+		if lc.IsZero() {
+			info.NoContact = true
+			return info
 		}
+		// Heartbeats alone would say "fresh" while this node's log has stopped: report the larger of
+		// the time since contact and how far behind the leader's progress this node is known to be.
+		info.LastContact = max(time.Since(lc), s.progress.staleness(time.Now(), s.raft.AppliedIndex()))
 	}
 	return info
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 // stallingLogs is a log store whose writes block while stalled, as on a full or hung disk.
 type stallingLogs struct {
 	raft.LogStore
+	failing atomic.Bool // writes fail, as on a full disk
 	mu      sync.Mutex
 	blocked chan struct{} // non-nil while stalled; closed to resume
 }
@@ -44,13 +46,17 @@ func (l *stallingLogs) wait() {
 	}
 }
 
+var errDiskFull = errors.New("no space left on device")
+
 func (l *stallingLogs) StoreLog(log *raft.Log) error {
-	l.wait()
-	return l.LogStore.StoreLog(log)
+	return l.StoreLogs([]*raft.Log{log})
 }
 
 func (l *stallingLogs) StoreLogs(logs []*raft.Log) error {
 	l.wait()
+	if l.failing.Load() {
+		return errDiskFull
+	}
 	return l.LogStore.StoreLogs(logs)
 }
 
@@ -136,4 +142,51 @@ func TestReadThatRunsOutOfTimeWithALeaderIsReportedAsNoLeader(t *testing.T) {
 	}
 	require.NotErrorIs(t, err, ErrNoLeader, "the leader is known; the read ran out of time")
 	require.ErrorIs(t, err, ErrTimeout)
+}
+
+func TestFollowerWithAFullDiskReportsReadyAndFresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	var mu sync.Mutex
+	logs := map[string]*stallingLogs{}
+	c.configure = func(id string, cfg *Config) {
+		cfg.progressInterval = 100 * time.Millisecond
+		cfg.readyLagWindow = 500 * time.Millisecond
+		cfg.wrapLogStore = func(ls raft.LogStore) raft.LogStore {
+			mu.Lock()
+			defer mu.Unlock()
+			logs[id] = &stallingLogs{LogStore: ls}
+			return logs[id]
+		}
+	}
+	c.startCluster(3)
+	leader := c.leader()
+	f := c.follower()
+	fs := c.nodes[f].store
+	require.NoError(t, fs.Ready())
+
+	mu.Lock()
+	logs[f].failing.Store(true)
+	mu.Unlock()
+	ctx := ctxT(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; fs.Ready() == nil; i++ { // writes keep coming; the follower's log has stopped
+		require.True(t, time.Now().Before(deadline), "a follower whose log stopped still reports ready")
+		_, err := c.nodes[leader].store.Put(ctx, fmt.Sprint("k", i), []byte("v"), Precondition{})
+		require.NoError(t, err, "the other two still make a quorum")
+	}
+	require.ErrorIs(t, fs.Ready(), ErrNotReady)
+	require.ErrorContains(t, fs.Ready(), "behind the leader")
+	info := fs.StaleInfo()
+	require.False(t, info.NoContact)
+	require.Greater(t, info.LastContact, 500*time.Millisecond, "stale reads must not claim freshness the node lacks")
+
+	mu.Lock()
+	logs[f].failing.Store(false)
+	mu.Unlock()
+	require.Eventually(t, func() bool { return fs.Ready() == nil }, 10*time.Second, 20*time.Millisecond,
+		"ready again once it has caught up")
+	require.Less(t, fs.StaleInfo().LastContact, 5*time.Second)
 }

@@ -80,7 +80,8 @@ func suffrageName(s raft.ServerSuffrage) string {
 }
 
 // Ready is nil when this node is a member of a cluster with a known, reachable leader and has applied
-// (nearly) everything committed: a load balancer can send it traffic.
+// (nearly) everything committed: a load balancer can send it traffic. A follower must also keep up
+// with the leader: it has applied what the leader had applied readyLagWindow ago (progress.go).
 func (s *Store) Ready() error {
 	if s.ctx.Err() != nil {
 		return ErrShuttingDown
@@ -107,6 +108,9 @@ func (s *Store) Ready() error {
 	}
 	if commit, applied := s.raft.CommitIndex(), s.raft.AppliedIndex(); commit > applied+readyMaxLag {
 		return fmt.Errorf("%w: catching up (applied %d of %d)", ErrNotReady, applied, commit)
+	}
+	if lag := s.progress.behind(time.Now(), s.raft.AppliedIndex()); lag != "" {
+		return fmt.Errorf("%w: behind the leader: %s", ErrNotReady, lag)
 	}
 	return nil
 }
