@@ -8,6 +8,8 @@ import (
 	"log/slog"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/raftkv/raftkv/transport"
 )
 
 // hclogAdapter sends hashicorp/raft's hclog output through the node's slog logger, so Raft's lines come
@@ -16,6 +18,9 @@ type hclogAdapter struct {
 	logger *slog.Logger
 	name   string
 	args   []interface{}
+	// throttle, when set, rate-limits warnings and errors by message: Raft's network transport logs one
+	// per malformed connection, naming no source, so anyone who can dial the node port could flood it.
+	throttle *transport.LogThrottle
 }
 
 func newHclog(logger *slog.Logger, name string) hclog.Logger {
@@ -38,6 +43,9 @@ func toSlogLevel(l hclog.Level) slog.Level {
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...interface{}) {
 	lvl := toSlogLevel(level)
 	if !a.logger.Enabled(context.Background(), lvl) {
+		return
+	}
+	if lvl >= slog.LevelWarn && a.throttle != nil && !a.throttle.Allow(msg) {
 		return
 	}
 	// hclog args are alternating key/value pairs, like slog's.

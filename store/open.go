@@ -51,6 +51,8 @@ type Store struct {
 	forwarder   *forwarder // batches writes a follower sends to the leader
 	proposer    *proposer  // batches the writes this node, as leader, hands to Raft
 	progress    *progress  // the leader's applied index over time, as this node follows it
+	// netLogThrottle rate-limits the warnings of Raft's network transport (hclog.go).
+	netLogThrottle *transport.LogThrottle
 
 	// readyTerm is the term in which this node, as leader, has committed and applied an entry of its
 	// own. Until then its commit index may lag entries committed by the previous leader, so it must
@@ -118,12 +120,14 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	undo = append(undo, func() { s.mux.Close() })
 	addrs := &gossipAddresses{}
+	s.netLogThrottle = transport.NewLogThrottle(s.logger.With("component", "raft"))
+	netLog := &hclogAdapter{logger: s.logger.With("component", "raft"), name: "raft", throttle: s.netLogThrottle}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:                s.mux.RaftLayer(),
 		ServerAddressProvider: addrs,
 		MaxPool:               3,
 		Timeout:               raftDialTimeout,
-		Logger:                raftLog,
+		Logger:                netLog,
 		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
 		// pipelined follower until the leader restarts (raft #611/#612).
 		MaxRPCsInFlight: 1,
@@ -291,6 +295,7 @@ func (s *Store) Close() error {
 		cancel()
 		s.rpc.Close()
 		s.mux.Close()
+		s.netLogThrottle.Flush()
 		if err := s.bolt.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft log: %w", err))
 		}

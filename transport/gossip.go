@@ -63,8 +63,9 @@ type GossipConfig struct {
 // Gossip wraps one memberlist instance: it publishes this node's Meta and tracks every member's state,
 // including the dead and the departed, which memberlist itself forgets.
 type Gossip struct {
-	ml     *memberlist.Memberlist
-	logger *slog.Logger
+	ml       *memberlist.Memberlist
+	logger   *slog.Logger
+	throttle *LogThrottle // memberlist's warnings and errors, by source
 
 	mu      sync.Mutex
 	meta    Meta
@@ -81,10 +82,11 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip address %q: %w", cfg.BindAddr, err)
 	}
 	g := &Gossip{
-		logger:  cfg.Logger,
-		meta:    cfg.Meta,
-		members: make(map[string]Member),
-		changes: make(chan struct{}, 1),
+		logger:   cfg.Logger,
+		throttle: NewLogThrottle(cfg.Logger),
+		meta:     cfg.Meta,
+		members:  make(map[string]Member),
+		changes:  make(chan struct{}, 1),
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.ID
@@ -114,7 +116,7 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	mc.Delegate = (*gossipDelegate)(g)
 	mc.Events = (*gossipEvents)(g)
 	mc.Conflict = (*gossipEvents)(g)
-	mc.Logger = newStdLogger(cfg.Logger)
+	mc.Logger = newStdLogger(cfg.Logger, g.throttle)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
@@ -292,7 +294,11 @@ func (g *Gossip) pushStateToAlive() {
 }
 
 // Shutdown stops gossip without announcing anything: others will see this node fail.
-func (g *Gossip) Shutdown() error { return g.ml.Shutdown() }
+func (g *Gossip) Shutdown() error {
+	err := g.ml.Shutdown()
+	g.throttle.Flush()
+	return err
+}
 
 // record notes a member's latest state. alive says which kind of event it came from: memberlist's
 // Node.State is not filled in for events, so the event itself is the state.

@@ -9,11 +9,16 @@ import (
 
 // newStdLogger adapts slog for libraries that take a *log.Logger and mark levels with a "[LEVEL]"
 // prefix in the message (memberlist does), so their lines come out in the node's format and level.
-func newStdLogger(logger *slog.Logger) *log.Logger {
-	return log.New(&levelWriter{logger: logger}, "", 0)
+// Warnings and errors pass through t, by the source address memberlist names ("from=host:port"), or
+// by their text when they name none.
+func newStdLogger(logger *slog.Logger, t *LogThrottle) *log.Logger {
+	return log.New(&levelWriter{logger: logger, throttle: t}, "", 0)
 }
 
-type levelWriter struct{ logger *slog.Logger }
+type levelWriter struct {
+	logger   *slog.Logger
+	throttle *LogThrottle
+}
 
 var levelPrefixes = []struct {
 	prefix []byte
@@ -36,8 +41,29 @@ func (w *levelWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	if w.logger.Enabled(context.Background(), level) {
-		w.logger.Log(context.Background(), level, string(bytes.TrimPrefix(msg, []byte("memberlist: "))))
+	if !w.logger.Enabled(context.Background(), level) {
+		return len(p), nil
 	}
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if level >= slog.LevelWarn && w.throttle != nil && !w.throttle.Allow(lineSource(msg)) {
+		return len(p), nil
+	}
+	w.logger.Log(context.Background(), level, string(msg))
 	return len(p), nil
+}
+
+// lineSource is the host a memberlist line names with "from=", or the line's text up to the first
+// digit (so that lines differing only in numbers share one key) when it names none.
+func lineSource(msg []byte) string {
+	if i := bytes.Index(msg, []byte("from=")); i >= 0 {
+		addr := msg[i+len("from="):]
+		if j := bytes.IndexAny(addr, " \t,)"); j >= 0 {
+			addr = addr[:j]
+		}
+		return hostOf(string(addr))
+	}
+	if i := bytes.IndexAny(msg, "0123456789"); i >= 0 {
+		msg = msg[:i]
+	}
+	return string(msg[:min(len(msg), 80)])
 }

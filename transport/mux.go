@@ -44,6 +44,7 @@ type Mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	logger    *slog.Logger
+	throttle  *LogThrottle // warnings about what others send or do to this port, by source
 
 	raft    *subListener
 	rpc     *subListener
@@ -82,7 +83,7 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 func newMux(ln net.Listener, adv net.Addr, maxInbound int, logger *slog.Logger) *Mux {
 	m := &Mux{
 		ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{}),
-		inbound: make(chan struct{}, maxInbound),
+		inbound: make(chan struct{}, maxInbound), throttle: NewLogThrottle(logger),
 	}
 	m.raft = newSubListener(adv, m.done)
 	m.rpc = newSubListener(adv, m.done)
@@ -106,6 +107,7 @@ func (m *Mux) Close() error {
 		close(m.done)
 		err = m.ln.Close()
 		m.wg.Wait()
+		m.throttle.Flush()
 	})
 	return err
 }
@@ -122,7 +124,9 @@ func (m *Mux) serve() {
 				return // Close, or nothing more will ever be accepted anyway
 			}
 			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
-			m.logger.Error("raft port accept failed; retrying", "err", err, "retry_in", backoff)
+			if m.throttle.Allow("accept") {
+				m.logger.Error("raft port accept failed; retrying", "err", err, "retry_in", backoff)
+			}
 			t := time.NewTimer(backoff)
 			select {
 			case <-m.done:
@@ -136,8 +140,10 @@ func (m *Mux) serve() {
 		select {
 		case m.inbound <- struct{}{}:
 		default:
-			m.logger.Warn("raft port connection refused: too many open connections",
-				"remote", conn.RemoteAddr(), "limit", cap(m.inbound))
+			if m.throttle.Allow(hostOf(conn.RemoteAddr().String())) {
+				m.logger.Warn("raft port connection refused: too many open connections",
+					"remote", conn.RemoteAddr(), "limit", cap(m.inbound))
+			}
 			conn.Close()
 			continue
 		}
@@ -173,7 +179,9 @@ func (m *Mux) route(raw net.Conn) {
 	case protoHTTPRPC:
 		target = m.httpRPC
 	default:
-		m.logger.Warn("unknown protocol on raft port", "remote", conn.RemoteAddr(), "byte", first[0])
+		if m.throttle.Allow(hostOf(conn.RemoteAddr().String())) {
+			m.logger.Warn("unknown protocol on raft port", "remote", conn.RemoteAddr(), "byte", first[0])
+		}
 		conn.Close()
 		return
 	}
