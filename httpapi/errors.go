@@ -28,6 +28,8 @@ const (
 	codeNotReady         = "not_ready"
 	codeShuttingDown     = "shutting_down"
 	codeInternal         = "internal"
+	codeNotLeader        = "not_leader"
+	codeInvalidArchive   = "invalid_archive"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
@@ -51,7 +53,9 @@ var errorTable = []struct {
 	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
+	{store.ErrInvalidArchive, http.StatusBadRequest, codeInvalidArchive},
 	{store.ErrInvalid, http.StatusBadRequest, codeInvalidRequest},
+	{store.ErrNotLeader, http.StatusMisdirectedRequest, codeNotLeader},
 	{store.ErrNoLeader, http.StatusServiceUnavailable, codeNoLeader},
 	{store.ErrShuttingDown, http.StatusServiceUnavailable, codeShuttingDown},
 	{store.ErrNotReady, http.StatusServiceUnavailable, codeNotReady},

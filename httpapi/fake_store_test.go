@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -229,6 +230,25 @@ func (f *fakeStore) Health(ctx context.Context) (store.Health, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.health, nil
+}
+
+// Backup is not faked: a store.Backup writes a real state (the process tests cover it).
+func (f *fakeStore) Backup(ctx context.Context) (*store.Backup, error) {
+	if err := f.fail("Backup"); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: fakeStore has no backups", store.ErrNotReady)
+}
+
+func (f *fakeStore) Restore(ctx context.Context, r io.Reader) (store.RestoreResult, error) {
+	if err := f.fail("Restore"); err != nil {
+		return store.RestoreResult{}, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return store.RestoreResult{}, err
+	}
+	return store.RestoreResult{Keys: len(b)}, nil
 }
 
 // put seeds the store directly.

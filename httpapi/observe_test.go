@@ -2,7 +2,10 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,4 +77,20 @@ func TestClusterHealthIs503WhenAServerIsUnhealthy(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h))
 	assert.Equal(t, "did not answer", h.Servers[1].Reason)
+}
+
+func TestSnapshotRestoreErrorsMapToTheirStatus(t *testing.T) {
+	hs := newHarness(t, Options{})
+	rec := hs.do(t, http.MethodPut, "/v1/snapshot", strings.NewReader("12345"))
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var res store.RestoreResult
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &res))
+	assert.Equal(t, 5, res.Keys, "the body reached the store")
+
+	hs.store.errs["Restore"] = fmt.Errorf("%w: send it to the leader, n2 at 127.0.0.1:7010", store.ErrNotLeader)
+	body := requireError(t, hs.do(t, http.MethodPut, "/v1/snapshot", strings.NewReader("x")), http.StatusMisdirectedRequest, "not_leader")
+	assert.Contains(t, body["error"], "127.0.0.1:7010")
+	hs.store.errs["Restore"] = fmt.Errorf("%w: %w", store.ErrInvalidArchive, errors.New("SHA-256 mismatch"))
+	requireError(t, hs.do(t, http.MethodPut, "/v1/snapshot", strings.NewReader("x")), http.StatusBadRequest, "invalid_archive")
+	requireError(t, hs.do(t, http.MethodPost, "/v1/snapshot", nil), http.StatusMethodNotAllowed, "method_not_allowed")
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -40,6 +41,10 @@ type Store interface {
 	Ready() error
 	// Health asks every server for its state; it answers even without a leader.
 	Health(ctx context.Context) (store.Health, error)
+	// Backup captures a consistent state; its Write streams the archive. Restore must run on the leader
+	// (store.ErrNotLeader) and refuses a bad archive with store.ErrInvalidArchive, changing nothing.
+	Backup(ctx context.Context) (*store.Backup, error)
+	Restore(ctx context.Context, r io.Reader) (store.RestoreResult, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
@@ -51,10 +56,11 @@ const (
 
 // Allow header values, one per route shape.
 const (
-	allowGet    = "GET, HEAD"
-	allowPost   = "POST"
-	allowDelete = "DELETE"
-	allowKey    = "GET, HEAD, PUT, DELETE"
+	allowGet      = "GET, HEAD"
+	allowPost     = "POST"
+	allowDelete   = "DELETE"
+	allowKey      = "GET, HEAD, PUT, DELETE"
+	allowSnapshot = "GET, PUT"
 )
 
 type server struct {
@@ -157,6 +163,15 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 	case path == "/readyz":
 		if s.allowed(w, r, allowGet) {
 			s.handleReady(w, r)
+		}
+	case path == "/v1/snapshot":
+		switch r.Method {
+		case http.MethodGet:
+			s.handleBackup(w, r)
+		case http.MethodPut:
+			s.handleRestore(w, r)
+		default:
+			s.methodNotAllowed(w, r, allowSnapshot)
 		}
 	case path == "/v1/cluster/health":
 		if s.allowed(w, r, allowGet) {

@@ -77,6 +77,7 @@ func (s *Store) leaderLoop(ctx context.Context) {
 		return
 	}
 	s.logger.Info("leader ready", "term", s.raft.CurrentTerm(), "commit_index", s.raft.CommitIndex())
+	s.ensureClusterID()
 	ticker := time.NewTicker(s.cfg.ReconcileInterval)
 	defer ticker.Stop()
 	for {

@@ -59,6 +59,8 @@ type Store struct {
 	// not hand out read indexes (Raft §6.4; consul #2644).
 	readyTerm atomic.Uint64
 
+	restoring restoreGate // one restore at a time
+
 	// wipedRemovedAt: when reconcile removed a member that came back wiped (leader loop only).
 	wipedRemovedAt map[string]time.Time
 

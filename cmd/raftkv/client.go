@@ -38,6 +38,7 @@ const (
 	codeIndeterminate = "indeterminate"
 	codeNoLeader      = "no_leader"
 	codeNotReady      = "not_ready"
+	codeNotLeader     = "not_leader"
 	codeTimeout       = "timeout"
 	codeShuttingDown  = "shutting_down"
 )

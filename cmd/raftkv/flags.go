@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/raftkv/raftkv/store"
 )
 
 // Exit statuses.
@@ -160,6 +162,9 @@ func exitCode(err error) int {
 	}
 	if errors.Is(err, errGaveUp) || errors.Is(err, errIndeterminate) {
 		return exitUnavailable
+	}
+	if errors.Is(err, store.ErrInvalidArchive) {
+		return exitUsage
 	}
 	var ae *apiError
 	if errors.As(err, &ae) {

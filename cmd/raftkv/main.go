@@ -42,6 +42,11 @@ Cluster:
   cluster leave       make the --addr node leave the cluster gracefully
   cluster remove ID   remove member ID (a node that died for good)
 
+Backups:
+  snapshot save FILE      write a verified, consistent backup of every key to FILE
+  snapshot inspect FILE   verify FILE and print what it holds
+  snapshot restore FILE   replace every key in the running cluster with FILE's
+
 Other:
   bench               generate load against a cluster; report throughput, latency and errors
   version             print the version
@@ -115,6 +120,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runList(ctx, rest, stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, rest, stdin, stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, rest, stdin, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdin, stdout, stderr)
 	}
