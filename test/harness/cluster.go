@@ -271,6 +271,12 @@ func (c *Cluster) running(i int) *process {
 	return n.proc
 }
 
+// PID is the process id of the running node i (tests that inspect or limit the process use it).
+func (c *Cluster) PID(i int) int {
+	c.t.Helper()
+	return c.running(i).cmd.Process.Pid
+}
+
 // Kill9 kills node i with SIGKILL and reaps it.
 func (c *Cluster) Kill9(i int) {
 	c.t.Helper()
