@@ -47,6 +47,9 @@ Backups:
   snapshot inspect FILE   verify FILE and print what it holds
   snapshot restore FILE   replace every key in the running cluster with FILE's
 
+Lost quorum:
+  recover             offline, on each survivor: rewrite the configuration to the survivors
+
 Other:
   bench               generate load against a cluster; report throughput, latency and errors
   version             print the version
@@ -120,6 +123,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runList(ctx, rest, stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, rest, stdin, stdout, stderr)
+	case "recover":
+		return runRecover(ctx, rest, stdout, stderr)
 	case "snapshot":
 		return runSnapshot(ctx, rest, stdin, stdout, stderr)
 	case "bench":
