@@ -65,6 +65,12 @@ var scenarios = []scenario{
 	{name: "restart-all-new-ip", nodes: 3, cycle: func(s *run, i int) error { return s.allNewIP() }},
 	{name: "rolling-restart", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.rollingRestart() }},
 	{name: "full-crash", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.fullCrash() }},
+	// Issue 11: resource floods and shortages. The node keeps serving through each, or within the
+	// bound after it ends.
+	{name: "flood-slow-clients", nodes: 3, cycle: func(s *run, i int) error { return s.slowClients(s.randomUp()) }},
+	{name: "flood-stalled-frames", nodes: 3, cycle: func(s *run, i int) error { return s.stalledFrames(s.randomUp()) }},
+	{name: "fd-shortage-leader", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.leader(), true) }},
+	{name: "fd-shortage-follower", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.others(s.leader())[0], false) }},
 	{name: "mixed", nodes: 5, needNet: true, shortCycles: 3, overlap: true, cycle: func(s *run, i int) error { return s.mixed() }},
 }
 
