@@ -24,8 +24,11 @@ const batchVersion byte = 2
 const (
 	FormatCommand = 1 // single commands
 	FormatBatch   = 2 // batch entries too
+	// FormatSealed: every entry the store writes is sealed in a checksum (envelope.go), and the ops
+	// from OpCheckpoint on may appear. Older unsealed entries still apply.
+	FormatSealed = 3
 	// LogFormat is the newest format this build applies.
-	LogFormat = FormatBatch
+	LogFormat = FormatSealed
 )
 
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -48,7 +49,28 @@ type FSM struct {
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
+
+	// halt is set, once, when an entry fails its checksum; haltCh is closed then. From that point the
+	// FSM applies nothing: skipping the entry would make this node's state silently differ from the
+	// others', and applying it would serve the changed bytes as data.
+	halt   atomic.Pointer[CorruptEntryError]
+	haltCh chan struct{}
 }
+
+// CorruptEntryError says which log entry failed its checksum. It wraps ErrChecksum.
+type CorruptEntryError struct {
+	Index, Term uint64
+	Err         error
+}
+
+func (e *CorruptEntryError) Error() string {
+	return fmt.Sprintf("log entry %d (term %d) is corrupt: %v", e.Index, e.Term, e.Err)
+}
+
+func (e *CorruptEntryError) Unwrap() error { return e.Err }
+
+// ErrHalted is wrapped by the result of every entry offered to an FSM that has halted.
+var ErrHalted = errors.New("fsm: halted after a corrupt log entry")
 
 var (
 	_ raft.FSM                = (*FSM)(nil)
@@ -57,8 +79,14 @@ var (
 
 // New returns an empty FSM at applied index 0.
 func New() *FSM {
-	return &FSM{tree: newTree(), members: make(map[string]string)}
+	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{})}
 }
+
+// Halted is closed when the FSM stops applying because an entry failed its checksum; Corrupt says which.
+func (f *FSM) Halted() <-chan struct{} { return f.haltCh }
+
+// Corrupt returns the entry that halted the FSM, or nil.
+func (f *FSM) Corrupt() *CorruptEntryError { return f.halt.Load() }
 
 func newTree() *btree.BTreeG[Entry] {
 	return btree.NewG(btreeDegree, func(a, b Entry) bool { return a.Key < b.Key })
@@ -69,38 +97,60 @@ func newTree() *btree.BTreeG[Entry] {
 // changes nothing and returns a single Result with Err set. It is deterministic and never panics: an
 // undecodable command is reported in its Result.Err and changes nothing, and every entry advances the
 // applied index.
+//
+// The one exception is a sealed entry (format 3) whose checksum does not match: the bytes are not what
+// the leader wrote, so nothing can be decided from them. The FSM halts (see Halted): it returns a
+// Result whose Err wraps ErrChecksum, and from then on applies nothing and advances nothing.
 func (f *FSM) Apply(l *raft.Log) interface{} {
+	if c := f.halt.Load(); c != nil {
+		return Result{Err: fmt.Errorf("apply log index %d: %w (%v)", l.Index, ErrHalted, c)}
+	}
+	data := l.Data
+	if l.Type == raft.LogCommand && IsSealed(data) {
+		payload, err := Unseal(data)
+		if errors.Is(err, ErrChecksum) {
+			c := &CorruptEntryError{Index: l.Index, Term: l.Term, Err: err}
+			f.halt.Store(c)
+			close(f.haltCh)
+			return Result{Err: c}
+		}
+		if err != nil {
+			f.advance(l.Index)
+			return Result{Err: fmt.Errorf("apply log index %d: %w", l.Index, err)}
+		}
+		data = payload
+	}
 	var res interface{}
-	if l.Type == raft.LogCommand && IsBatch(l.Data) {
-		res = f.applyBatch(l)
+	if l.Type == raft.LogCommand && IsBatch(data) {
+		res = f.applyBatch(l.Index, data)
 	} else {
-		res = f.apply(l)
+		res = f.apply(l.Index, l.Type, data)
 	}
 	f.advance(l.Index)
 	return res
 }
 
-func (f *FSM) apply(l *raft.Log) Result {
-	if l.Type != raft.LogCommand {
+func (f *FSM) apply(index uint64, typ raft.LogType, data []byte) Result {
+	if typ != raft.LogCommand {
 		// Raft sends only commands here; anything else carries no write for us.
 		return Result{}
 	}
-	cmd, err := DecodeCommand(l.Data)
+	cmd, err := DecodeCommand(data)
 	if err != nil {
-		return Result{Err: fmt.Errorf("apply log index %d: %w", l.Index, err)}
+		return Result{Err: fmt.Errorf("apply log index %d: %w", index, err)}
 	}
 	if cmd.Op == OpNoop {
 		return Result{}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.applyLocked(l.Index, cmd)
+	return f.applyLocked(index, cmd)
 }
 
-func (f *FSM) applyBatch(l *raft.Log) interface{} {
-	cmds, err := DecodeBatch(l.Data)
+func (f *FSM) applyBatch(index uint64, data []byte) interface{} {
+	cmds, err := DecodeBatch(data)
 	if err != nil {
-		return Result{Err: fmt.Errorf("apply log index %d: %w", l.Index, err)}
+		return Result{Err: fmt.Errorf("apply log index %d: %w", index, err)}
 	}
 	results := make([]Result, len(cmds))
 	f.mu.Lock()
@@ -109,10 +159,10 @@ func (f *FSM) applyBatch(l *raft.Log) interface{} {
 		cmd, err := DecodeCommand(b)
 		switch {
 		case err != nil:
-			results[i] = Result{Err: fmt.Errorf("apply log index %d, command %d: %w", l.Index, i+1, err)}
+			results[i] = Result{Err: fmt.Errorf("apply log index %d, command %d: %w", index, i+1, err)}
 		case cmd.Op == OpNoop:
 		default:
-			results[i] = f.applyLocked(l.Index, cmd)
+			results[i] = f.applyLocked(index, cmd)
 		}
 	}
 	return results
@@ -172,6 +222,9 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 // StoreConfiguration implements raft.ConfigurationStore. Configuration entries change no data here,
 // but they are log entries a linearizable read may wait for, so they advance the applied index.
 func (f *FSM) StoreConfiguration(index uint64, _ raft.Configuration) {
+	if f.halt.Load() != nil {
+		return
+	}
 	f.advance(index)
 }
 

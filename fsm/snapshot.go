@@ -55,7 +55,13 @@ type snapshot struct {
 // Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
 // on the FSM goroutine, so no Apply runs meanwhile; the write lock keeps readers off the tree while
 // Clone rewires it. Apply may continue as soon as Snapshot returns: it copies the nodes it touches.
+//
+// A halted FSM refuses: Raft labels a snapshot with the last index it handed to Apply, and this state
+// lacks the entry that halted it, so the snapshot would make the loss permanent.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if c := f.halt.Load(); c != nil {
+		return nil, fmt.Errorf("fsm: no snapshot: %w (%v)", ErrHalted, c)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &snapshot{

@@ -97,6 +97,9 @@ func (s *Store) leaderLoop(ctx context.Context) {
 // commit index covers everything earlier leaders committed, and its FSM has applied it all.
 func (s *Store) establishLeadership(ctx context.Context) bool {
 	noop := fsm.Command{Op: fsm.OpNoop}.Encode()
+	if s.sealFormat() {
+		noop = fsm.Seal(noop)
+	}
 	for {
 		term := s.raft.CurrentTerm()
 		err := s.raft.Apply(noop, s.cfg.RequestTimeout).Error()

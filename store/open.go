@@ -61,6 +61,11 @@ type Store struct {
 
 	restoring restoreGate // one restore at a time
 
+	// failErr is set once, when the node stops serving for good (see fail); failCh is closed then.
+	failOnce sync.Once
+	failErr  atomic.Pointer[error]
+	failCh   chan struct{}
+
 	// wipedRemovedAt: when reconcile removed a member that came back wiped (leader loop only).
 	wipedRemovedAt map[string]time.Time
 
@@ -87,7 +92,8 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 
-	s := &Store{cfg: cfg, logger: cfg.Logger, obs: cfg.Observer, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{}}
+	s := &Store{cfg: cfg, logger: cfg.Logger, obs: cfg.Observer, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{},
+		failCh: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var undo []func()
 	defer func() {
@@ -189,6 +195,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.logger.Info("node started", "id", cfg.NodeID, "raft_addr", s.mux.Addr().String(),
 		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState)
 
+	s.goRun(s.watchIntegrity)
 	s.goRun(func() { s.watchLeadership(notify) })
 	s.goRun(s.observeLeaders)
 	s.goRun(s.reads.run(s.ctx))

@@ -146,6 +146,7 @@ func (p *proposer) commit(batch []*proposal) {
 		}
 		p.pending.Add(-int64(len(batch)))
 	}()
+	sealed := p.format.Load() >= fsm.FormatSealed
 	data := batch[0].cmd
 	if len(batch) > 1 {
 		cmds := make([][]byte, len(batch))
@@ -154,7 +155,16 @@ func (p *proposer) commit(batch []*proposal) {
 			cmds[i] = w.cmd
 			size += len(w.cmd)
 		}
-		data = fsm.AppendBatch(make([]byte, 0, fsm.BatchLen(len(cmds), size)), cmds)
+		// Room for the checksum header in front, so that sealing does not copy the batch.
+		buf := make([]byte, fsm.SealHeaderLen, fsm.SealHeaderLen+fsm.BatchLen(len(cmds), size))
+		data = fsm.AppendBatch(buf, cmds)
+		if sealed {
+			data = fsm.SealInPlace(data)
+		} else {
+			data = data[fsm.SealHeaderLen:]
+		}
+	} else if sealed {
+		data = fsm.Seal(data)
 	}
 	start := time.Now()
 	f := p.s.raft.Apply(data, p.s.cfg.RequestTimeout)

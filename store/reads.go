@@ -12,6 +12,9 @@ import (
 
 // Get returns key's entry, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string, c Consistency) (Entry, error) {
+	if err := s.Failure(); err != nil {
+		return Entry{}, fmt.Errorf("get %q: %w", key, err)
+	}
 	if c == Linearizable {
 		if err := s.waitLinearizable(ctx); err != nil {
 			return Entry{}, fmt.Errorf("get %q: %w", key, err)
@@ -26,6 +29,9 @@ func (s *Store) Get(ctx context.Context, key string, c Consistency) (Entry, erro
 
 // List returns up to limit keys with prefix that sort after `after`, and whether more remain.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int, c Consistency) ([]Entry, bool, error) {
+	if err := s.Failure(); err != nil {
+		return nil, false, fmt.Errorf("list %q: %w", prefix, err)
+	}
 	if c == Linearizable {
 		if err := s.waitLinearizable(ctx); err != nil {
 			return nil, false, fmt.Errorf("list %q: %w", prefix, err)

@@ -86,6 +86,9 @@ func (s *Store) Ready() error {
 	if s.ctx.Err() != nil {
 		return ErrShuttingDown
 	}
+	if err := s.Failure(); err != nil {
+		return err
+	}
 	_, leaderID := s.raft.LeaderWithID()
 	if leaderID == "" {
 		return fmt.Errorf("%w: no known leader", ErrNotReady)

@@ -35,6 +35,9 @@ func (s *Store) Delete(ctx context.Context, key string, pre Precondition) (uint6
 }
 
 func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	if err := s.Failure(); err != nil {
+		return fsm.Result{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	b := cmd.Encode()
@@ -49,6 +52,10 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	})
 	if err != nil {
 		return fsm.Result{}, err
+	}
+	if errors.Is(res.Err, fsm.ErrChecksum) || errors.Is(res.Err, fsm.ErrHalted) {
+		// Committed, but this node could not apply it: whether it took effect is for the others to say.
+		return fsm.Result{}, fmt.Errorf("%w: %v", ErrIndeterminate, res.Err)
 	}
 	if res.Err != nil {
 		return fsm.Result{}, fmt.Errorf("%w: %v", ErrInvalid, res.Err)

@@ -34,7 +34,10 @@ RAFTKV_ plus the flag name in upper case with dashes as underscores (--http-addr
 A flag on the command line wins over the environment.
 
 SIGINT/SIGTERM stop the node gracefully: in-flight requests finish, Raft and BoltDB close, exit 0.
-The node stays a member (a restart rejoins) unless --leave-on-terminate is set.`
+The node stays a member (a restart rejoins) unless --leave-on-terminate is set.
+
+Exit status: 0 after a signal; 3 when the node cannot start or the HTTP server fails; 4 when the node
+stopped because its data failed an integrity check (a damaged log entry): the log says what to do.`
 
 type serveFlags struct {
 	id, dataDir                                 string
@@ -272,6 +275,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case err := <-serveErr:
 		logger.Error("HTTP server failed", "err", err)
 		exit = exitUnavailable
+	case <-st.Failed():
+		logger.Error("stopping: the node cannot serve", "err", st.Failure())
+		fmt.Fprintf(stderr, "raftkv: %v\n", st.Failure())
+		exit = exitNodeFailed
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
