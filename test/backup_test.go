@@ -62,6 +62,16 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 		assert.Equal(t, "invalid_archive", resp.Code, name)
 	}
 
+	// Offline: the file seeds an empty data dir as a new cluster's first node (store tests start one);
+	// a data dir that holds a node is refused.
+	seed := filepath.Join(dir, "seed")
+	out, _, code = harness.RunCLI(t, "snapshot", "restore", file, "--data-dir", seed, "--id", "s1", "--raft-addr", "127.0.0.1:7001")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, fmt.Sprintf("%d keys", n))
+	_, errOut, code := harness.RunCLI(t, "snapshot", "restore", file, "--data-dir", seed, "--id", "s1")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "already holds a node")
+
 	// Change the cluster after the backup: delete half the keys, add one.
 	for i := 0; i < n/2; i++ {
 		require.True(t, c.Node(leader).Delete(fmt.Sprintf("bk-%03d", i)).OK())

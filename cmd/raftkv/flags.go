@@ -167,7 +167,7 @@ func exitCode(err error) int {
 	if errors.Is(err, errGaveUp) || errors.Is(err, errIndeterminate) {
 		return exitUnavailable
 	}
-	if errors.Is(err, store.ErrInvalidArchive) {
+	if errors.Is(err, store.ErrInvalidArchive) || errors.Is(err, store.ErrInvalid) {
 		return exitUsage
 	}
 	var ae *apiError

@@ -22,7 +22,8 @@ Commands:
   save FILE      write a consistent backup of the cluster's keys to FILE (GET /v1/snapshot), verified
   inspect FILE   verify FILE (checksum, framing, content) and print what it holds
   restore FILE   replace every key in the running cluster with FILE's, on every node, through Raft
-                 (PUT /v1/snapshot on the leader); FILE is verified first and nothing changes if it is bad
+                 (PUT /v1/snapshot on the leader); FILE is verified first and nothing changes if it is bad.
+                 With --data-dir, offline: seed an empty data dir as the first node of a new cluster
 
 A backup is a self-describing archive: metadata (cluster id, write index, Raft index and term, the node
 and time it was taken, format version), the data, and a SHA-256 over both. Restoring keeps the running
@@ -196,9 +197,18 @@ func runSnapshotRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs := newFlagSet("snapshot restore", "snapshot restore [flags] FILE", `
 Replace every key of the running cluster with FILE's. FILE is verified here first; the leader verifies
 it again and installs it through Raft, so every node, and every node that joins later, gets it. The
-cluster's membership is kept. Writes in flight at that moment may fail as indeterminate.`)
+cluster's membership is kept. Writes in flight at that moment may fail as indeterminate.
+
+Offline, with --data-dir: seed a new cluster instead. The (empty) data dir becomes the first node of a
+new cluster holding FILE's keys; start it with "raftkv serve --data-dir DIR --id ID" (no
+--bootstrap-expect needed) and join other nodes to it as usual.`)
 	var cf clientFlags
 	cf.register(fs)
+	var dataDir, id, raftAddr string
+	host, _ := os.Hostname()
+	fs.StringVar(&dataDir, "data-dir", "", "offline: seed this empty data dir as the first node of a new cluster")
+	fs.StringVar(&id, "id", host, "offline: the id the seeded node will run with")
+	fs.StringVar(&raftAddr, "raft-addr", store.DefaultRaftAddr, "offline: the node-port address the seeded node will advertise")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -209,6 +219,21 @@ cluster's membership is kept. Writes in flight at that moment may fail as indete
 	info, err := inspectFile(pos[0])
 	if err != nil {
 		return fail(stderr, fmt.Errorf("snapshot restore %s: refused, nothing changed: %w", pos[0], err))
+	}
+	if dataDir != "" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return fail(stderr, err)
+		}
+		defer f.Close()
+		res, err := store.Seed(store.SeedConfig{DataDir: dataDir, NodeID: id, RaftAddr: raftAddr}, f)
+		if err != nil {
+			return fail(stderr, fmt.Errorf("snapshot restore %s --data-dir %s: nothing changed: %w", pos[0], dataDir, err))
+		}
+		fmt.Fprintf(stdout, "seeded %s as node %s of a new cluster: %d keys, %d bytes, write index %d\n"+
+			"start it with: raftkv serve --data-dir %s --id %s --raft-addr %s ...\n",
+			dataDir, id, res.Keys, res.Bytes, res.WriteIndex, dataDir, id, raftAddr)
+		return exitOK
 	}
 	c, err := cf.newClient(nil)
 	if err != nil {
