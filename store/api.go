@@ -28,6 +28,9 @@ var (
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrNotReady: the node is not (yet) a caught-up member of a cluster with a leader.
 	ErrNotReady = errors.New("node not ready")
+	// ErrDataDir: the node cannot start on its data dir as it is (another node's, corrupt, in use, or
+	// partly wiped); an operator must act, and the error says how. Restarting unchanged will not help.
+	ErrDataDir = errors.New("data dir needs operator action")
 	// ErrInvalid: the request is malformed in a way only the store can see (e.g. bad join address).
 	ErrInvalid = errors.New("invalid request")
 )

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -433,6 +434,35 @@ func TestOpenRejectsAnotherNodesDataDirAndCorruption(t *testing.T) {
 
 	_, err = Open(Config{DataDir: t.TempDir()})
 	require.ErrorContains(t, err, "node id is empty")
+}
+
+// The raft log deleted, node.json kept: the node would rejoin as the member the cluster knows, with
+// none of the entries it acknowledged, and nothing would notice.
+func TestPartialWipeGoesUnnoticed(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{NodeID: "a", DataDir: dir, RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", BootstrapExpect: 1}
+	s, err := Open(cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, raftDBFile)))
+
+	s, err = Open(cfg)
+	if err == nil {
+		s.Close()
+	}
+	require.ErrorIs(t, err, ErrDataDir)
+	require.ErrorContains(t, err, "lost its raft log")
+
+	// A crash on first start between creating the log and writing node.json leaves an empty log and
+	// no identity: that is a fresh directory, not a corrupt one.
+	fresh := t.TempDir()
+	b, err := openBolt(fresh)
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+	cfg.DataDir = fresh
+	s, err = Open(cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
 }
 
 func TestReadBatcherSharesOneConfirmationPerBatch(t *testing.T) {

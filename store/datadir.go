@@ -20,37 +20,62 @@ type identity struct {
 	DataID string `json:"data_id"`
 }
 
-// loadIdentity reads the data dir's identity, creating it on first use. A data dir written by another
-// node is refused: starting node B on node A's log would corrupt the cluster.
-func loadIdentity(dir, nodeID string) (identity, error) {
+// readIdentity reads the data dir's identity; found is false when the directory has none yet. A data
+// dir written by another node is refused: starting node B on node A's log would corrupt the cluster.
+func readIdentity(dir, nodeID string) (id identity, found bool, err error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	switch {
-	case err == nil:
-		var id identity
-		if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" || id.DataID == "" {
-			return identity{}, fmt.Errorf("data dir %s is corrupt: %s is unreadable (%v); restore it or wipe the directory to rejoin as a new member", dir, identityFile, err)
-		}
-		if id.NodeID != nodeID {
-			return identity{}, fmt.Errorf("data dir %s belongs to node %q, not %q: use --id %s or another --data-dir", dir, id.NodeID, nodeID, id.NodeID)
-		}
-		return id, nil
 	case errors.Is(err, fs.ErrNotExist):
-		if _, statErr := os.Stat(filepath.Join(dir, raftDBFile)); statErr == nil {
-			return identity{}, fmt.Errorf("data dir %s is corrupt: it has a raft log but no %s", dir, identityFile)
-		}
-		var raw [16]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return identity{}, fmt.Errorf("generate data id: %w", err)
-		}
-		id := identity{NodeID: nodeID, DataID: hex.EncodeToString(raw[:])}
-		b, _ := json.Marshal(id)
-		if err := writeFileSync(path, b); err != nil {
-			return identity{}, fmt.Errorf("write %s: %w", path, err)
-		}
-		return id, nil
+		return identity{}, false, nil
+	case err != nil:
+		return identity{}, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" || id.DataID == "" {
+		return identity{}, false, fmt.Errorf("%w: data dir %s is corrupt: %s is unreadable (%v); restore it or wipe the directory to rejoin as a new member", ErrDataDir, dir, identityFile, err)
+	}
+	if id.NodeID != nodeID {
+		return identity{}, false, fmt.Errorf("%w: data dir %s belongs to node %q, not %q: use --id %s or another --data-dir", ErrDataDir, dir, id.NodeID, nodeID, id.NodeID)
+	}
+	return id, true, nil
+}
+
+// errPartialWipe: the identity survived but the Raft log did not. Accepting that would bring the node
+// back under the identity the cluster knows, with none of the entries it acknowledged, and the leader
+// would count it as the member it was. Checked before the log is opened, since opening creates it.
+func errPartialWipe(dir string, id identity) error {
+	return fmt.Errorf("%w: data dir %s lost its raft log: %s (node %q) is there but %s is not, so this node "+
+		"would come back as the member the cluster knows without the writes it acknowledged. Restore %s from a "+
+		"backup, or delete everything in %s (%s, %s and snapshots/) so that the node rejoins as a new member",
+		ErrDataDir, dir, identityFile, id.NodeID, raftDBFile, raftDBFile, dir, identityFile, raftDBFile)
+}
+
+// newIdentity gives a data dir without one a fresh identity. Open calls it only after the Raft log
+// exists, so that a crash in between leaves a log without an identity (accepted while the log is
+// empty), never an identity without a log (refused as a partial wipe).
+func newIdentity(dir, nodeID string) (identity, error) {
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return identity{}, fmt.Errorf("generate data id: %w", err)
+	}
+	id := identity{NodeID: nodeID, DataID: hex.EncodeToString(raw[:])}
+	b, _ := json.Marshal(id)
+	path := filepath.Join(dir, identityFile)
+	if err := writeFileSync(path, b); err != nil {
+		return identity{}, fmt.Errorf("write %s: %w", path, err)
+	}
+	return id, nil
+}
+
+func fileExists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
 	default:
-		return identity{}, fmt.Errorf("read %s: %w", path, err)
+		return false, err
 	}
 }
 

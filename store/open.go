@@ -87,12 +87,19 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	ident, err := loadIdentity(cfg.DataDir, cfg.NodeID)
+	hadLog, err := fileExists(filepath.Join(cfg.DataDir, raftDBFile))
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	ident, hasIdent, err := readIdentity(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
+	if hasIdent && !hadLog {
+		return nil, errPartialWipe(cfg.DataDir, ident)
+	}
 
-	s := &Store{cfg: cfg, logger: cfg.Logger, obs: cfg.Observer, ident: ident, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{},
+	s := &Store{cfg: cfg, logger: cfg.Logger, obs: cfg.Observer, fsm: fsm.New(), wipedRemovedAt: map[string]time.Time{},
 		failCh: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var undo []func()
@@ -144,8 +151,18 @@ func Open(cfg Config) (_ *Store, err error) {
 
 	hasState, err := raft.HasExistingState(logs, s.bolt, snaps)
 	if err != nil {
-		return nil, fmt.Errorf("data dir %s is corrupt: read raft state: %w", cfg.DataDir, err)
+		return nil, fmt.Errorf("%w: data dir %s is corrupt: read raft state: %w", ErrDataDir, cfg.DataDir, err)
 	}
+	if !hasIdent {
+		if hasState {
+			return nil, fmt.Errorf("%w: data dir %s is corrupt: it has a raft log but no %s; restore it or wipe the directory to rejoin as a new member",
+				ErrDataDir, cfg.DataDir, identityFile)
+		}
+		if ident, err = newIdentity(cfg.DataDir, cfg.NodeID); err != nil {
+			return nil, err
+		}
+	}
+	s.ident = ident
 
 	notify := make(chan bool, 1)
 	rc := raft.DefaultConfig()
@@ -233,9 +250,9 @@ func openBolt(dir string) (*raftboltdb.BoltStore, error) {
 	case err == nil:
 		return store, nil
 	case errors.Is(err, bbolt.ErrTimeout):
-		return nil, fmt.Errorf("data dir %s is in use by another process (the lock on %s is held)", dir, path)
+		return nil, fmt.Errorf("%w: data dir %s is in use by another process (the lock on %s is held)", ErrDataDir, dir, path)
 	default:
-		return nil, fmt.Errorf("data dir %s is corrupt: open raft log %s: %w", dir, path, err)
+		return nil, fmt.Errorf("%w: data dir %s is corrupt: open raft log %s: %w", ErrDataDir, dir, path, err)
 	}
 }
 

@@ -21,9 +21,10 @@ const (
 	exitNotFound    = 1 // key not found, unknown member, cas failed
 	exitUsage       = 2 // bad flags or arguments (also a request the server rejected as invalid)
 	exitUnavailable = 3 // unavailable, indeterminate, timed out, any other failure
-	// exitNodeFailed: serve only. The node stopped because its own data failed an integrity check (a
-	// log entry whose checksum does not match). Restarting it as is fails the same way: a supervisor
-	// should not loop on it, and an operator should act on the logged message.
+	// exitNodeFailed: serve only. An operator must act before the node can serve again, and the log
+	// says what to do: the node stopped because its own data failed an integrity check (a log entry
+	// whose checksum does not match), or it refused to start on its data dir (another node's, corrupt,
+	// in use, or partly wiped). Restarting it as is fails the same way: a supervisor should not loop.
 	exitNodeFailed = 4
 )
 

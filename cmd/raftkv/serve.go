@@ -37,7 +37,8 @@ SIGINT/SIGTERM stop the node gracefully: in-flight requests finish, Raft and Bol
 The node stays a member (a restart rejoins) unless --leave-on-terminate is set.
 
 Exit status: 0 after a signal; 3 when the node cannot start or the HTTP server fails; 4 when the node
-stopped because its data failed an integrity check (a damaged log entry): the log says what to do.`
+stopped because its data failed an integrity check (a damaged log entry), or cannot start on its data
+dir as it is (another node's, corrupt, in use, or partly wiped): the log says what to do.`
 
 type serveFlags struct {
 	id, dataDir                                 string
@@ -243,6 +244,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		ln.Close()
 		logger.Error("cannot start the node", "err", err)
 		fmt.Fprintf(stderr, "raftkv: %v\n", err)
+		if errors.Is(err, store.ErrDataDir) {
+			return exitNodeFailed
+		}
 		return exitUnavailable
 	}
 
