@@ -68,8 +68,13 @@ func Recover(ctx context.Context, cfg RecoverConfig) (RecoverReport, error) {
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, identityFile)); err != nil {
 		return rep, fmt.Errorf("%w: %s is not a raftkv node's data dir (no %s): %v", ErrInvalid, cfg.DataDir, identityFile, err)
 	}
-	if _, err := loadIdentity(cfg.DataDir, cfg.NodeID); err != nil {
+	ident, _, err := readIdentity(cfg.DataDir, cfg.NodeID)
+	if err != nil {
 		return rep, err
+	}
+	if hasLog, err := fileExists(filepath.Join(cfg.DataDir, raftDBFile)); err != nil || !hasLog {
+		// Opening the log would create an empty one: recovering "from" it would found a cluster on nothing.
+		return rep, errPartialWipe(cfg.DataDir, ident)
 	}
 	bolt, err := openBolt(cfg.DataDir)
 	if err != nil {
