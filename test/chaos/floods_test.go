@@ -92,7 +92,7 @@ func (s *run) slowClients(n *Node) error {
 	silent.close()
 	slow.close()
 	s.healed()
-	return nil
+	return s.everyNodeServes()
 }
 
 // stalledFrames opens connections to n's node port that announce a 200 MiB RPC frame and stall.
@@ -107,7 +107,7 @@ func (s *run) stalledFrames(n *Node) error {
 	s.hold(s.timing.partition)
 	f.close()
 	s.healed()
-	return nil
+	return s.everyNodeServes()
 }
 
 // fdShortage lowers n's descriptor limit to what it has open plus a few and uses up the rest with
@@ -142,7 +142,32 @@ func (s *run) fdShortage(n *Node, restartOther bool) error {
 	}
 	s.healed()
 	if restartOther {
-		return s.killRestart(s.others(n)[s.rng.IntN(len(s.others(n)))])
+		if err := s.killRestart(s.others(n)[s.rng.IntN(len(s.others(n)))]); err != nil {
+			return err
+		}
+	}
+	return s.everyNodeServes()
+}
+
+// everyNodeServes waits until the cluster is healthy and a write through every member succeeds:
+// readiness alone did not tell a node whose port had stopped accepting (its followers ready, their
+// forwarded writes failing).
+func (s *run) everyNodeServes() error {
+	if _, err := s.c.WaitHealthy(s.sc.bound); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range s.c.Members() {
+		for {
+			r := n.Client().Put("issue11-probe/"+n.ID, []byte("v"))
+			if r.OK() {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s does not serve writes 30 s after the cluster is healthy: %v", n, r)
+			}
+			time.Sleep(100 * time.Millisecond) // a poll with a deadline
+		}
 	}
 	return nil
 }
