@@ -311,9 +311,17 @@ func (f *FSM) wait(ctx context.Context, v *atomic.Uint64, index uint64, what str
 
 // Get returns the entry for key. Its Value is shared with the FSM and must not be modified.
 func (f *FSM) Get(key string) (Entry, bool) {
+	e, ok, _ := f.GetAt(key)
+	return e, ok
+}
+
+// GetAt is Get, plus the write index the answer reflects: read under the same lock as the key, so
+// every write up to it is in the answer and none after it (a watch from index+1 misses nothing).
+func (f *FSM) GetAt(key string) (Entry, bool, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.tree.Get(Entry{Key: key})
+	e, ok := f.tree.Get(Entry{Key: key})
+	return e, ok, f.lastWrite.Load()
 }
 
 // List returns, in byte order, the entries whose keys start with prefix and are strictly greater
@@ -321,6 +329,12 @@ func (f *FSM) Get(key string) (Entry, bool) {
 // reports whether further matching keys exist beyond those returned; pass the last returned key
 // as the next call's after to continue.
 func (f *FSM) List(prefix, after string, limit int) (entries []Entry, more bool) {
+	entries, more, _ = f.ListAt(prefix, after, limit)
+	return entries, more
+}
+
+// ListAt is List, plus the write index of the one consistent view the page was read from.
+func (f *FSM) ListAt(prefix, after string, limit int) (entries []Entry, more bool, index uint64) {
 	start := prefix
 	if after != "" {
 		// after+"\x00" is the smallest key strictly greater than after.
@@ -343,7 +357,7 @@ func (f *FSM) List(prefix, after string, limit int) (entries []Entry, more bool)
 		entries = append(entries, e)
 		return true
 	})
-	return entries, more
+	return entries, more, f.lastWrite.Load()
 }
 
 // MemberDataID returns the data-dir id last recorded for member id by an OpSetMember command.

@@ -110,25 +110,25 @@ func (f *fakeStore) Delete(ctx context.Context, key string, pre store.Preconditi
 	return f.index, ok, nil
 }
 
-func (f *fakeStore) Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error) {
+func (f *fakeStore) GetAt(ctx context.Context, key string, c store.Consistency) (store.Entry, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail("Get"); err != nil {
-		return store.Entry{}, err
+		return store.Entry{}, 0, err
 	}
 	f.lastCons = c
 	e, ok := f.data[key]
 	if !ok {
-		return store.Entry{}, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
+		return store.Entry{}, f.index, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
 	}
-	return e, nil
+	return e, f.index, nil
 }
 
-func (f *fakeStore) List(ctx context.Context, prefix, after string, limit int, c store.Consistency) ([]store.Entry, bool, error) {
+func (f *fakeStore) ListAt(ctx context.Context, prefix, after string, limit int, c store.Consistency) ([]store.Entry, bool, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.fail("List"); err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	f.lastCons = c
 	f.lastList.prefix, f.lastList.after, f.lastList.limit = prefix, after, limit
@@ -147,7 +147,7 @@ func (f *fakeStore) List(ctx context.Context, prefix, after string, limit int, c
 	for _, k := range keys {
 		out = append(out, f.data[k])
 	}
-	return out, more, nil
+	return out, more, f.index, nil
 }
 
 func (f *fakeStore) StaleInfo() store.StaleInfo {

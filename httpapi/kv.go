@@ -21,6 +21,9 @@ const (
 	headerApplied     = "X-Kv-Applied-Index"
 	headerMore        = "X-Kv-More"
 	headerNextAfter   = "X-Kv-Next-After"
+	// headerIndex is on every read: the write index the answer reflects. Every write up to it is in the
+	// answer and none after it, so a watch from it + 1 continues the read without a gap.
+	headerIndex = "X-Kv-Index"
 )
 
 // listFlushSize bounds the list response buffer: a page may hold up to MaxListLimit values of up to
@@ -47,12 +50,15 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey st
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())
 	}
-	e, err := s.store.Get(r.Context(), key, p.consistency)
+	e, index, err := s.store.GetAt(r.Context(), key, p.consistency)
+	h := w.Header()
+	if index != 0 { // also on a 404: the key was absent at that index
+		h[headerIndex] = []string{strconv.FormatUint(index, 10)}
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	h := w.Header()
 	h["Content-Type"] = contentTypeOctet
 	setUintHeaders(h, headerModIndex, e.ModIndex, headerCreateIndex, e.CreateIndex)
 	w.WriteHeader(http.StatusOK)
@@ -126,12 +132,13 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())
 	}
-	entries, more, err := s.store.List(r.Context(), p.prefix, p.after, p.limit, p.consistency)
+	entries, more, index, err := s.store.ListAt(r.Context(), p.prefix, p.after, p.limit, p.consistency)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	h := w.Header()
+	h[headerIndex] = []string{strconv.FormatUint(index, 10)}
 	if more && len(entries) > 0 { // a "more" without a last key would send the client round forever
 		h[headerMore] = headerTrue
 		h[headerNextAfter] = []string{url.QueryEscape(entries[len(entries)-1].Key)}

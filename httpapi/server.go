@@ -20,8 +20,8 @@ import (
 //   - Errors wrap the store sentinels with %w; see errorTable for how each becomes a status code.
 //   - Put takes ownership of value: httpapi allocates it per request and never touches it again.
 //     Values returned by Get and List are only read.
-//   - Get returns an error wrapping store.ErrNotFound when the key is absent.
-//   - List returns up to limit entries whose keys start with prefix and sort strictly after after
+//   - GetAt returns an error wrapping store.ErrNotFound when the key is absent.
+//   - ListAt returns up to limit entries whose keys start with prefix and sort strictly after after
 //     (after == "" means from the start), in key order; more reports whether further keys with the prefix
 //     remain after the last entry returned (so more implies a non-empty page).
 //   - WaitIndex returns nil once the node has applied every write up to index, or an error wrapping
@@ -30,8 +30,9 @@ import (
 type Store interface {
 	Put(ctx context.Context, key string, value []byte, pre store.Precondition) (index uint64, err error)
 	Delete(ctx context.Context, key string, pre store.Precondition) (index uint64, deleted bool, err error)
-	Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error)
-	List(ctx context.Context, prefix, after string, limit int, c store.Consistency) (entries []store.Entry, more bool, err error)
+	// GetAt and ListAt also return the write index the answer reflects (GetAt also with ErrNotFound).
+	GetAt(ctx context.Context, key string, c store.Consistency) (e store.Entry, index uint64, err error)
+	ListAt(ctx context.Context, prefix, after string, limit int, c store.Consistency) (entries []store.Entry, more bool, index uint64, err error)
 	StaleInfo() store.StaleInfo
 	WaitIndex(ctx context.Context, index uint64) error
 	Status(ctx context.Context) (store.Status, error)

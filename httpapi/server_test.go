@@ -156,7 +156,7 @@ func TestAllowed(t *testing.T) {
 // panicStore aborts every request the way a handler may legitimately do.
 type panicStore struct{ Store }
 
-func (panicStore) Get(ctx context.Context, key string, c store.Consistency) (store.Entry, error) {
+func (panicStore) GetAt(ctx context.Context, key string, c store.Consistency) (store.Entry, uint64, error) {
 	panic(http.ErrAbortHandler)
 }
 

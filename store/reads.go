@@ -12,33 +12,46 @@ import (
 
 // Get returns key's entry, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string, c Consistency) (Entry, error) {
+	e, _, err := s.GetAt(ctx, key, c)
+	return e, err
+}
+
+// GetAt is Get, plus the write index the answer reflects (also with ErrNotFound: the key was absent at
+// that index).
+func (s *Store) GetAt(ctx context.Context, key string, c Consistency) (Entry, uint64, error) {
 	if err := s.Failure(); err != nil {
-		return Entry{}, fmt.Errorf("get %q: %w", key, err)
+		return Entry{}, 0, fmt.Errorf("get %q: %w", key, err)
 	}
 	if c == Linearizable {
 		if err := s.waitLinearizable(ctx); err != nil {
-			return Entry{}, fmt.Errorf("get %q: %w", key, err)
+			return Entry{}, 0, fmt.Errorf("get %q: %w", key, err)
 		}
 	}
-	e, ok := s.fsm.Get(key)
+	e, ok, index := s.fsm.GetAt(key)
 	if !ok {
-		return Entry{}, ErrNotFound
+		return Entry{}, index, ErrNotFound
 	}
-	return e, nil
+	return e, index, nil
 }
 
 // List returns up to limit keys with prefix that sort after `after`, and whether more remain.
 func (s *Store) List(ctx context.Context, prefix, after string, limit int, c Consistency) ([]Entry, bool, error) {
+	entries, more, _, err := s.ListAt(ctx, prefix, after, limit, c)
+	return entries, more, err
+}
+
+// ListAt is List, plus the write index of the one consistent view the page was read from.
+func (s *Store) ListAt(ctx context.Context, prefix, after string, limit int, c Consistency) ([]Entry, bool, uint64, error) {
 	if err := s.Failure(); err != nil {
-		return nil, false, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, false, 0, fmt.Errorf("list %q: %w", prefix, err)
 	}
 	if c == Linearizable {
 		if err := s.waitLinearizable(ctx); err != nil {
-			return nil, false, fmt.Errorf("list %q: %w", prefix, err)
+			return nil, false, 0, fmt.Errorf("list %q: %w", prefix, err)
 		}
 	}
-	entries, more := s.fsm.List(prefix, after, limit)
-	return entries, more, nil
+	entries, more, index := s.fsm.ListAt(prefix, after, limit)
+	return entries, more, index, nil
 }
 
 // WaitIndex returns once this node has applied every write up to index (a write index, as a write's
