@@ -50,6 +50,8 @@ type FSM struct {
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
 
+	sink ChangeSink // nil: nobody watches
+
 	// halt is set, once, when an entry fails its checksum; haltCh is closed then. From that point the
 	// FSM applies nothing: skipping the entry would make this node's state silently differ from the
 	// others', and applying it would serve the changed bytes as data.
@@ -173,7 +175,13 @@ func (f *FSM) applyBatch(index uint64, data []byte) interface{} {
 func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 	index := max(f.lastWrite.Load()+1, logIndex)
 	res := Result{Index: index}
-	defer f.lastWrite.Store(index)
+	var changes []Change
+	defer func() {
+		if f.sink != nil {
+			f.sink.Changed(index, changes)
+		}
+		f.lastWrite.Store(index)
+	}()
 	f.writes.Add(1)
 	if cmd.Op == OpSetMember {
 		f.members[cmd.Key] = string(cmd.Value)
@@ -209,14 +217,32 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 		}
 		f.tree.ReplaceOrInsert(e)
 		f.bytes.Add(entrySize(e))
+		if f.sink != nil {
+			changes = []Change{putChange(e, old, found)}
+		}
 	case OpDelete:
 		if found {
 			f.tree.Delete(old)
 			f.bytes.Add(-entrySize(old))
 			res.Deleted = true
+			if f.sink != nil {
+				changes = []Change{deleteChange(old, index)}
+			}
 		}
 	}
 	return res
+}
+
+func putChange(e, old Entry, found bool) Change {
+	c := Change{Key: e.Key, Value: e.Value, CreateIndex: e.CreateIndex, ModIndex: e.ModIndex}
+	if found {
+		c.Prev, c.HadPrev = old.Value, true
+	}
+	return c
+}
+
+func deleteChange(old Entry, index uint64) Change {
+	return Change{Delete: true, Key: old.Key, CreateIndex: old.CreateIndex, ModIndex: index, Prev: old.Value, HadPrev: true}
 }
 
 // StoreConfiguration implements raft.ConfigurationStore. Configuration entries change no data here,

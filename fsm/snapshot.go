@@ -171,6 +171,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.tree, f.members = s.tree, s.members
 	f.bytes.Store(size)
 	f.lastWrite.Store(s.lastWrite)
+	if f.sink != nil {
+		f.sink.Restored(s.lastWrite)
+	}
 	f.mu.Unlock()
 	f.setApplied(s.applied)
 	return nil

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/watch"
 )
 
 // Error codes: the stable, machine-readable half of every error body (docs/design.md has the table).
@@ -30,6 +31,9 @@ const (
 	codeInternal         = "internal"
 	codeNotLeader        = "not_leader"
 	codeInvalidArchive   = "invalid_archive"
+	codeCompacted        = "compacted"
+	codeTooManyWatches   = "too_many_watches"
+	codeLagging          = "lagging"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
@@ -50,6 +54,7 @@ var errorTable = []struct {
 	code   string
 }{
 	{store.ErrIndeterminate, http.StatusServiceUnavailable, codeIndeterminate},
+	{watch.ErrCompacted, http.StatusGone, codeCompacted},
 	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
@@ -93,6 +98,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var cas *store.CASMismatchError
 	if status == http.StatusConflict && errors.As(err, &cas) {
 		extra = strconv.AppendUint([]byte(`,"current_index":`), cas.Current, 10)
+	}
+	var compacted *watch.CompactedError
+	if errors.As(err, &compacted) {
+		extra = appendCompactedFields(nil, compacted)
 	}
 	writeErrorBody(w, status, code, err.Error(), extra)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/store"
 )
 
@@ -40,6 +41,18 @@ type fakeStore struct {
 		prefix, after string
 		limit         int
 	}
+	// sink, if set, hears every write's changes, as the FSM tells a watch.Hub.
+	sink fsm.ChangeSink
+}
+
+// ReadIndex: every write the fake acknowledged is applied.
+func (f *fakeStore) ReadIndex(ctx context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("ReadIndex"); err != nil {
+		return 0, err
+	}
+	return f.index, nil
 }
 
 func newFakeStore() *fakeStore {
@@ -88,8 +101,12 @@ func (f *fakeStore) Put(ctx context.Context, key string, value []byte, pre store
 	if !ok {
 		e = store.Entry{Key: key, CreateIndex: f.index}
 	}
+	old, had := f.data[key]
 	e.Value, e.ModIndex = value, f.index
 	f.data[key] = e
+	if f.sink != nil {
+		f.sink.Changed(f.index, []fsm.Change{{Key: key, Value: value, CreateIndex: e.CreateIndex, ModIndex: f.index, Prev: old.Value, HadPrev: had}})
+	}
 	return f.index, nil
 }
 
@@ -105,8 +122,15 @@ func (f *fakeStore) Delete(ctx context.Context, key string, pre store.Preconditi
 		return 0, false, err
 	}
 	f.index++
-	_, ok := f.data[key]
+	old, ok := f.data[key]
 	delete(f.data, key)
+	if f.sink != nil {
+		var changes []fsm.Change
+		if ok {
+			changes = []fsm.Change{{Delete: true, Key: key, CreateIndex: old.CreateIndex, ModIndex: f.index, Prev: old.Value, HadPrev: true}}
+		}
+		f.sink.Changed(f.index, changes)
+	}
 	return f.index, ok, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/watch"
 )
 
 // Response headers of the key-value routes.
@@ -42,6 +43,10 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey st
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if p.poll.seenIndex {
+		extendDeadlines(w, p.poll.wait)
+		s.longPoll(r, &watch.Filter{Key: key}, p.poll.index, p.poll.wait)
 	}
 	if err := s.waitIndex(r, p.minIndex); err != nil {
 		s.writeError(w, r, err)
@@ -124,6 +129,10 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if p.poll.seenIndex {
+		extendDeadlines(w, p.poll.wait)
+		s.longPoll(r, &watch.Filter{Prefix: p.prefix, IsPrefix: true}, p.poll.index, p.poll.wait)
 	}
 	if err := s.waitIndex(r, p.minIndex); err != nil {
 		s.writeError(w, r, err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/raftkv/raftkv/watch"
 )
 
 // Defaults for the zero Options.
@@ -26,6 +28,23 @@ type Options struct {
 	Metrics http.Handler
 	// Observer, if set, is told about every request: its route pattern, method, status and duration.
 	Observer RequestObserver
+
+	// Watch, if set, is this node's change history: it serves GET /v1/watch and the long-polls
+	// (index=&wait=) of reads. Without it, /v1/watch is 404 and wait= answers at once.
+	Watch *watch.Hub
+	// Stop, when closed, ends every watch stream and long-poll (with shutting_down): a graceful
+	// shutdown waits for in-flight requests, and a stream would otherwise never finish.
+	Stop <-chan struct{}
+	// MaxWatches bounds the streams this node serves at once (503 too_many_watches past it).
+	MaxWatches int
+	// WatchProgressInterval: a stream sends a progress event at least this often.
+	WatchProgressInterval time.Duration
+	// WatchBufferBytes bounds what one stream holds for a client that does not read: past it the stream
+	// ends with lagging. WatchLagTimeout cuts a client that takes no bytes for that long.
+	WatchBufferBytes int
+	WatchLagTimeout  time.Duration
+	// NoLeaderTimeout: a stream on a node without a leader this long ends with no_leader.
+	NoLeaderTimeout time.Duration
 }
 
 // RequestObserver counts requests (metrics.Node implements it). route is a fixed pattern such as
@@ -75,5 +94,20 @@ func (o Options) withDefaults() Options {
 		o.DefaultListLimit = DefaultDefaultListLimit
 	}
 	o.DefaultListLimit = min(o.DefaultListLimit, o.MaxListLimit)
+	if o.MaxWatches <= 0 {
+		o.MaxWatches = DefaultMaxWatches
+	}
+	if o.WatchProgressInterval <= 0 {
+		o.WatchProgressInterval = DefaultWatchProgressInterval
+	}
+	if o.WatchBufferBytes <= 0 {
+		o.WatchBufferBytes = DefaultWatchBufferBytes
+	}
+	if o.WatchLagTimeout <= 0 {
+		o.WatchLagTimeout = DefaultWatchLagTimeout
+	}
+	if o.NoLeaderTimeout <= 0 {
+		o.NoLeaderTimeout = DefaultNoLeaderTimeout
+	}
 	return o
 }

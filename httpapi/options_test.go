@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -9,6 +10,8 @@ import (
 func TestOptionsDefaults(t *testing.T) {
 	assert.Equal(t, Options{
 		MaxValueSize: 1 << 20, MaxKeySize: 1024, DefaultListLimit: 1000, MaxListLimit: 10000,
+		MaxWatches: 10000, WatchProgressInterval: 10 * time.Second, WatchBufferBytes: 1 << 20,
+		WatchLagTimeout: 30 * time.Second, NoLeaderTimeout: 5 * time.Second,
 	}, Options{}.withDefaults())
 
 	// A small maximum pulls the (unset) default down with it.

@@ -8,6 +8,7 @@ import (
 	"net/http/pprof"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftkv/raftkv/store"
@@ -46,6 +47,9 @@ type Store interface {
 	// (store.ErrNotLeader) and refuses a bad archive with store.ErrInvalidArchive, changing nothing.
 	Backup(ctx context.Context) (*store.Backup, error)
 	Restore(ctx context.Context, r io.Reader) (store.RestoreResult, error)
+	// ReadIndex returns a write index every write acknowledged before the call is at or below, once this
+	// node has applied it (the index a linearizable read would reflect): where a watch "from now" starts.
+	ReadIndex(ctx context.Context) (uint64, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
@@ -65,10 +69,11 @@ const (
 )
 
 type server struct {
-	store Store
-	opts  Options
-	log   *slog.Logger
-	pprof http.Handler // nil unless Options.EnablePprof
+	store   Store
+	opts    Options
+	watches atomic.Int64 // streams being served
+	log     *slog.Logger
+	pprof   http.Handler // nil unless Options.EnablePprof
 }
 
 // New returns the API handler: routes, request logging at debug level, and a recover guard.
@@ -141,6 +146,10 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		if s.allowed(w, r, allowGet) {
 			s.handleList(w, r)
 		}
+	case path == "/v1/watch":
+		if s.allowed(w, r, allowGet) {
+			s.handleWatch(w, r)
+		}
 	case path == "/v1/cluster":
 		if s.allowed(w, r, allowGet) {
 			s.handleStatus(w, r)
@@ -200,7 +209,7 @@ func routeName(path string) string {
 		return pprofPrefix
 	}
 	switch path {
-	case "/v1/kv", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
+	case "/v1/kv", "/v1/watch", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
 		"/v1/snapshot", "/healthz", "/readyz", "/metrics":
 		return path
 	}

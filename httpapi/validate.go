@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/raftkv/raftkv/store"
@@ -89,6 +90,45 @@ func repeatedParam(name string) error {
 type readParams struct {
 	consistency store.Consistency
 	minIndex    uint64 // 0: no wait
+	poll        pollParams
+}
+
+// pollParams are a long-poll's index=N&wait=D: answer once there is a change above N, or after D.
+type pollParams struct {
+	index               uint64
+	wait                time.Duration
+	seenIndex, seenWait bool
+}
+
+// DefaultWait is a long-poll's wait when index= comes without wait=.
+const DefaultWait = 5 * time.Minute
+
+// param reads index= and wait=; it reports false for any other name.
+func (p *pollParams) param(name, value string) (bool, error) {
+	var err error
+	switch name {
+	case "index":
+		if err = once(&p.seenIndex, name); err == nil {
+			p.index, err = parseIndexParam(name, value)
+		}
+	case "wait":
+		if err = once(&p.seenWait, name); err == nil {
+			p.wait, err = parseWait(value)
+		}
+	default:
+		return false, nil
+	}
+	return true, err
+}
+
+func (p *pollParams) check() error {
+	if p.seenWait && !p.seenIndex {
+		return paramError("wait= needs index=: the index whose later changes to wait for")
+	}
+	if p.seenIndex && !p.seenWait {
+		p.wait = DefaultWait
+	}
+	return nil
 }
 
 // parseReadParams reads the query of GET /v1/kv/{key}: an optional consistency= and min_index=.
@@ -107,10 +147,16 @@ func parseReadParams(rawQuery string) (readParams, error) {
 				p.minIndex, err = parseMinIndex(value)
 			}
 		default:
-			err = unknownParam(name)
+			var ok bool
+			if ok, err = p.poll.param(name, value); !ok {
+				err = unknownParam(name)
+			}
 		}
 		return err
 	})
+	if err == nil {
+		err = p.poll.check()
+	}
 	return p, err
 }
 
@@ -167,6 +213,7 @@ type listParams struct {
 	limit         int
 	consistency   store.Consistency
 	minIndex      uint64 // 0: no wait
+	poll          pollParams
 }
 
 func (s *server) parseListParams(rawQuery string) (listParams, error) {
@@ -196,10 +243,16 @@ func (s *server) parseListParams(rawQuery string) (listParams, error) {
 				p.minIndex, err = parseMinIndex(value)
 			}
 		default:
-			err = unknownParam(name)
+			var ok bool
+			if ok, err = p.poll.param(name, value); !ok {
+				err = unknownParam(name)
+			}
 		}
 		return err
 	})
+	if err == nil {
+		err = p.poll.check()
+	}
 	return p, err
 }
 

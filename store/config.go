@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/fsm"
 )
 
 // Config is everything a node needs to open its store. Zero values take the defaults below.
@@ -37,6 +39,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer is told about events metrics count; nil observes nothing.
 	Observer Observer
+	// Changes, if set, receives every write's changes from the FSM (watch.Hub): what watches serve.
+	Changes fsm.ChangeSink
 
 	// wrapLogStore, when set, wraps Raft's log store (tests inject slow or failing disks with it).
 	wrapLogStore func(raft.LogStore) raft.LogStore

@@ -176,6 +176,9 @@ func Open(cfg Config) (_ *Store, err error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config: %w", err)
 	}
+	if cfg.Changes != nil {
+		s.fsm.SetChangeSink(cfg.Changes)
+	}
 	if s.raft, err = newRaft(rc, s.fsm, logs, s.bolt, snaps, trans); err != nil {
 		return nil, fmt.Errorf("data dir %s: start raft: %w", cfg.DataDir, err)
 	}

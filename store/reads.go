@@ -235,3 +235,16 @@ func (b *readBatcher) run(ctx context.Context) func() {
 		}
 	}
 }
+
+// ReadIndex returns the write index a linearizable read started now would reflect: every write
+// acknowledged before the call is at or below it, and this node has applied it. A watch "from now"
+// starts after it, so it cannot miss a write its client saw acknowledged.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := s.Failure(); err != nil {
+		return 0, fmt.Errorf("read index: %w", err)
+	}
+	if err := s.waitLinearizable(ctx); err != nil {
+		return 0, fmt.Errorf("read index: %w", err)
+	}
+	return s.fsm.LastWriteIndex(), nil
+}

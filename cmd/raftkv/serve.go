@@ -21,6 +21,7 @@ import (
 	"github.com/raftkv/raftkv/metrics"
 	"github.com/raftkv/raftkv/netlimit"
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/watch"
 )
 
 const serveDescription = `
@@ -54,6 +55,9 @@ type serveFlags struct {
 	httpMaxConns                                int
 	leaveOnTerminate, pprof                     bool
 	debugAddr                                   string
+	watchHistory, watchProgress                 time.Duration
+	watchHistoryBytes                           int64
+	maxWatches                                  int
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -82,6 +86,10 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address too")
 	fs.StringVar(&f.debugAddr, "debug-addr", "127.0.0.1:0", "bind address of the debug server (Go profiles under /debug/pprof/, and /metrics); port 0 picks a free one, logged at start; empty turns it off")
+	fs.DurationVar(&f.watchHistory, "watch-history", watch.DefaultHistory, "how long each node keeps changes in memory for watches to resume from")
+	fs.Int64Var(&f.watchHistoryBytes, "watch-history-bytes", watch.DefaultHistoryBytes, "most bytes of changes each node keeps for watches (the oldest go first)")
+	fs.DurationVar(&f.watchProgress, "watch-progress-interval", httpapi.DefaultWatchProgressInterval, "a watch stream sends a progress event at least this often")
+	fs.IntVar(&f.maxWatches, "max-watches", httpapi.DefaultMaxWatches, "most watch streams one node serves at once")
 	return fs
 }
 
@@ -189,6 +197,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f.httpMaxConns < 1 {
 		return usageError(fs, stderr, "--http-max-conns must be at least 1")
 	}
+	if f.watchHistory <= 0 || f.watchHistoryBytes <= 0 || f.watchProgress <= 0 || f.maxWatches < 1 {
+		return usageError(fs, stderr, "--watch-history, --watch-history-bytes, --watch-progress-interval and --max-watches must be positive")
+	}
 	if f.httpBodyTimeout < time.Second {
 		return usageError(fs, stderr, "--http-body-timeout must be at least 1s")
 	}
@@ -221,6 +232,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := metrics.BridgeGoMetrics(mx.Registry()); err != nil {
 		logger.Warn("raft's own metrics will be missing", "err", err)
 	}
+	hub := watch.New(watch.Config{History: f.watchHistory, HistoryBytes: f.watchHistoryBytes})
 	st, err := store.Open(store.Config{
 		NodeID:            f.id,
 		DataDir:           f.dataDir,
@@ -239,6 +251,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		MaxValueSize:      f.maxValueSize,
 		Logger:            logger,
 		Observer:          mx,
+		Changes:           hub,
 	})
 	if err != nil {
 		ln.Close()
@@ -259,12 +272,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Info("serving debug endpoints (pprof, metrics)", "addr", debugLn.Addr().String())
 	}
 	httpLog := logger.With("component", "http")
+	stopStreams := make(chan struct{})
 	srv := newHTTPServer(httpapi.New(st, httpapi.Options{
-		MaxValueSize: f.maxValueSize,
-		EnablePprof:  f.pprof,
-		Metrics:      mx.Handler(),
-		Observer:     mx,
+		MaxValueSize:          f.maxValueSize,
+		EnablePprof:           f.pprof,
+		Metrics:               mx.Handler(),
+		Observer:              mx,
+		Watch:                 hub,
+		Stop:                  stopStreams,
+		MaxWatches:            f.maxWatches,
+		WatchProgressInterval: f.watchProgress,
 	}, httpLog), httpLimits{body: f.httpBodyTimeout, request: f.requestTimeout}, httpLog)
+	// Shutdown waits for in-flight requests; watch streams and long-polls end when told.
+	srv.RegisterOnShutdown(func() { close(stopStreams) })
 	limited := netlimit.New(ln, f.httpMaxConns, func(remote net.Addr) {
 		httpLog.Warn("HTTP connection refused: too many open connections", "remote", remote, "limit", f.httpMaxConns)
 	})
