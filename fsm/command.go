@@ -20,7 +20,7 @@ const (
 	OpNoop Op = 4
 )
 
-func (o Op) valid() bool { return o >= OpPut && o <= OpNoop }
+func (o Op) valid() bool { return (o >= OpPut && o <= OpNoop) || o == OpTxn }
 
 func (o Op) String() string {
 	switch o {
@@ -32,6 +32,8 @@ func (o Op) String() string {
 		return "set-member"
 	case OpNoop:
 		return "noop"
+	case OpTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
@@ -47,6 +49,9 @@ type Command struct {
 	// without CAS, and OpSetMember ignores both.
 	CAS      bool
 	CASIndex uint64
+
+	// Txn is OpTxn's transaction, decoded from Value by DecodeCommand (Encode writes Value only).
+	Txn *Txn
 }
 
 // ErrInvalidCommand is wrapped by every DecodeCommand error.
@@ -143,6 +148,14 @@ func DecodeCommand(b []byte) (Command, error) {
 	}
 	if len(rest) != 0 {
 		return Command{}, invalidCommand("%d trailing bytes after %s command", len(rest), c.Op)
+	}
+	if c.Op == OpTxn {
+		if c.CAS || c.Key != "" {
+			return Command{}, invalidCommand("a txn command has no cas and no key")
+		}
+		if c.Txn, err = DecodeTxn(c.Value); err != nil {
+			return Command{}, err
+		}
 	}
 	return c, nil
 }

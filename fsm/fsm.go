@@ -19,11 +19,12 @@ const btreeDegree = 32
 // Result is what Apply returns for a log entry holding one command, and, in a []Result, for each
 // command of a batch entry; store finds it in ApplyFuture.Response().
 type Result struct {
-	Index     uint64 // this write's index (see FSM.LastWriteIndex); 0 for a no-op or an invalid command
-	Deleted   bool   // OpDelete found the key
-	CASFailed bool   // precondition failed; nothing changed
-	Current   uint64 // on CASFailed: the key's current ModIndex (0 if absent)
-	Err       error  // command could not be decoded (wraps ErrInvalidCommand); nothing changed
+	Index     uint64     // this write's index (see FSM.LastWriteIndex); 0 for a no-op or an invalid command
+	Deleted   bool       // OpDelete found the key
+	CASFailed bool       // precondition failed; nothing changed
+	Current   uint64     // on CASFailed: the key's current ModIndex (0 if absent)
+	Txn       *TxnResult // OpTxn: which branch ran and each op's result
+	Err       error      // command could not be decoded (wraps ErrInvalidCommand); nothing changed
 }
 
 // FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
@@ -187,6 +188,11 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 		f.members[cmd.Key] = string(cmd.Value)
 		return res
 	}
+	if cmd.Op == OpTxn {
+		tr, ch := f.evalTxnLocked(cmd.Txn, index)
+		res.Txn, changes = &tr, ch
+		return res
+	}
 
 	old, found := f.tree.Get(Entry{Key: cmd.Key})
 	if cmd.CAS {
@@ -202,35 +208,48 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 
 	switch cmd.Op {
 	case OpPut:
-		e := Entry{
-			Key: cmd.Key,
-			// Copy: the log's buffer may be reused once Apply returns. make, unlike
-			// bytes.Clone, keeps an empty value non-nil so it reads back as "" and not null.
-			Value:       make([]byte, len(cmd.Value)),
-			CreateIndex: index,
-			ModIndex:    index,
-		}
-		copy(e.Value, cmd.Value)
-		if found {
-			e.CreateIndex = old.CreateIndex
-			f.bytes.Add(-entrySize(old))
-		}
-		f.tree.ReplaceOrInsert(e)
-		f.bytes.Add(entrySize(e))
+		c := f.putLocked(cmd.Key, cmd.Value, index, old, found)
 		if f.sink != nil {
-			changes = []Change{putChange(e, old, found)}
+			changes = []Change{c}
 		}
 	case OpDelete:
 		if found {
-			f.tree.Delete(old)
-			f.bytes.Add(-entrySize(old))
+			c := f.deleteLocked(old, index)
 			res.Deleted = true
 			if f.sink != nil {
-				changes = []Change{deleteChange(old, index)}
+				changes = []Change{c}
 			}
 		}
 	}
 	return res
+}
+
+// putLocked writes key = value at write index index and returns the change; old and found are the
+// key's entry before it (the caller has looked it up already). f.mu is held.
+func (f *FSM) putLocked(key string, value []byte, index uint64, old Entry, found bool) Change {
+	e := Entry{
+		Key: key,
+		// Copy: the log's buffer may be reused once Apply returns. make, unlike
+		// bytes.Clone, keeps an empty value non-nil so it reads back as "" and not null.
+		Value:       make([]byte, len(value)),
+		CreateIndex: index,
+		ModIndex:    index,
+	}
+	copy(e.Value, value)
+	if found {
+		e.CreateIndex = old.CreateIndex
+		f.bytes.Add(-entrySize(old))
+	}
+	f.tree.ReplaceOrInsert(e)
+	f.bytes.Add(entrySize(e))
+	return putChange(e, old, found)
+}
+
+// deleteLocked removes old (an entry of the tree) at write index index. f.mu is held.
+func (f *FSM) deleteLocked(old Entry, index uint64) Change {
+	f.tree.Delete(old)
+	f.bytes.Add(-entrySize(old))
+	return deleteChange(old, index)
 }
 
 func putChange(e, old Entry, found bool) Change {
@@ -361,6 +380,14 @@ func (f *FSM) List(prefix, after string, limit int) (entries []Entry, more bool)
 
 // ListAt is List, plus the write index of the one consistent view the page was read from.
 func (f *FSM) ListAt(prefix, after string, limit int) (entries []Entry, more bool, index uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	entries, more = f.listLocked(prefix, after, limit)
+	return entries, more, f.lastWrite.Load()
+}
+
+// listLocked is List with f.mu held.
+func (f *FSM) listLocked(prefix, after string, limit int) (entries []Entry, more bool) {
 	start := prefix
 	if after != "" {
 		// after+"\x00" is the smallest key strictly greater than after.
@@ -368,9 +395,6 @@ func (f *FSM) ListAt(prefix, after string, limit int) (entries []Entry, more boo
 			start = next
 		}
 	}
-
-	f.mu.RLock()
-	defer f.mu.RUnlock()
 	f.tree.AscendGreaterOrEqual(Entry{Key: start}, func(e Entry) bool {
 		// Keys with a common prefix are contiguous in byte order: the first miss ends the range.
 		if !strings.HasPrefix(e.Key, prefix) {
@@ -383,7 +407,7 @@ func (f *FSM) ListAt(prefix, after string, limit int) (entries []Entry, more boo
 		entries = append(entries, e)
 		return true
 	})
-	return entries, more, f.lastWrite.Load()
+	return entries, more
 }
 
 // MemberDataID returns the data-dir id last recorded for member id by an OpSetMember command.

@@ -73,6 +73,9 @@ func classify(err error) (status int, code string) {
 	if ae, ok := err.(*apiError); ok {
 		return ae.status, ae.code
 	}
+	if _, ok := err.(*txnError); ok {
+		return http.StatusBadRequest, codeInvalidTxn
+	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return row.status, row.code
@@ -98,6 +101,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var cas *store.CASMismatchError
 	if status == http.StatusConflict && errors.As(err, &cas) {
 		extra = strconv.AppendUint([]byte(`,"current_index":`), cas.Current, 10)
+	}
+	if te, ok := err.(*txnError); ok && te.branch != "" {
+		extra = appendJSONString(append(extra, `,"branch":`...), te.branch)
+		extra = strconv.AppendInt(append(extra, `,"op_index":`...), int64(te.index), 10)
 	}
 	var compacted *watch.CompactedError
 	if errors.As(err, &compacted) {

@@ -42,7 +42,8 @@ type fakeStore struct {
 		limit         int
 	}
 	// sink, if set, hears every write's changes, as the FSM tells a watch.Hub.
-	sink fsm.ChangeSink
+	sink    fsm.ChangeSink
+	lastTxn *fsm.Txn
 }
 
 // ReadIndex: every write the fake acknowledged is applied.
@@ -291,4 +292,94 @@ func (f *fakeStore) writeCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.writes
+}
+
+// Txn evaluates a transaction over the fake's map with the FSM's rules, so handler tests see real
+// outcomes; lastTxn keeps what the handler decoded.
+func (f *fakeStore) Txn(ctx context.Context, t *fsm.Txn, c store.Consistency) (*fsm.TxnResult, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("Txn"); err != nil {
+		return nil, 0, err
+	}
+	f.lastTxn, f.lastCons = t, c
+	res := &fsm.TxnResult{Succeeded: true}
+	for _, cmp := range t.Compare {
+		e, ok := f.data[cmp.Key]
+		var a uint64
+		switch cmp.Target {
+		case fsm.TargetModIndex:
+			a = e.ModIndex
+		case fsm.TargetCreateIndex:
+			a = e.CreateIndex
+		case fsm.TargetExists:
+			if ok {
+				a = 1
+			}
+		case fsm.TargetCount:
+			for k := range f.data {
+				if strings.HasPrefix(k, cmp.Key) {
+					a++
+				}
+			}
+		case fsm.TargetValue:
+			if !ok || string(e.Value) != string(cmp.Value) || cmp.Op != fsm.CmpEqual {
+				res.Succeeded = false
+			}
+			continue
+		}
+		if (cmp.Op == fsm.CmpEqual && a != cmp.Num) || (cmp.Op == fsm.CmpNotEqual && a == cmp.Num) ||
+			(cmp.Op == fsm.CmpLess && a >= cmp.Num) || (cmp.Op == fsm.CmpGreater && a <= cmp.Num) {
+			res.Succeeded = false
+		}
+	}
+	ops := t.Success
+	if !res.Succeeded {
+		ops = t.Failure
+	}
+	if t.HasWrites() {
+		f.index++
+	}
+	var changes []fsm.Change
+	for _, op := range ops {
+		r := fsm.TxnOpResult{Kind: op.Kind}
+		switch op.Kind {
+		case fsm.TxnPut:
+			e, ok := f.data[op.Key]
+			if !ok {
+				e = store.Entry{Key: op.Key, CreateIndex: f.index}
+			}
+			e.Value, e.ModIndex = op.Value, f.index
+			f.data[op.Key] = e
+			changes = append(changes, fsm.Change{Key: op.Key, Value: op.Value, CreateIndex: e.CreateIndex, ModIndex: f.index})
+		case fsm.TxnDelete, fsm.TxnDeletePrefix:
+			for k, e := range f.data {
+				if k == op.Key || (op.Kind == fsm.TxnDeletePrefix && strings.HasPrefix(k, op.Key)) {
+					delete(f.data, k)
+					r.Found, r.Deleted = true, r.Deleted+1
+					changes = append(changes, fsm.Change{Delete: true, Key: k, CreateIndex: e.CreateIndex, ModIndex: f.index})
+				}
+			}
+		case fsm.TxnGet:
+			if e, ok := f.data[op.Key]; ok {
+				r.Found, r.Entries = true, []store.Entry{e}
+			}
+		case fsm.TxnList:
+			var keys []string
+			for k := range f.data {
+				if strings.HasPrefix(k, op.Key) {
+					keys = append(keys, k)
+				}
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				r.Entries = append(r.Entries, f.data[k])
+			}
+		}
+		res.Results = append(res.Results, r)
+	}
+	if f.sink != nil && t.HasWrites() {
+		f.sink.Changed(f.index, changes)
+	}
+	return res, f.index, nil
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkv/raftkv/watch"
 )
 
 // FuzzHandler sends arbitrary requests, parsed the way net/http's server parses them, at a store that
@@ -38,6 +41,16 @@ func FuzzHandler(f *testing.F) {
 		{"OPTIONS", "/v1/kv/a", "", ""},
 		{"GET", "/nope", "", ""},
 		{"GET", "/v1/kv/a//../b", "%zz", ""},
+		{"GET", "/v1/kv/a", "index=3&wait=1s", ""},
+		{"GET", "/v1/kv", "prefix=a&index=0&wait=10m1s", ""},
+		{"GET", "/v1/watch", "prefix=a/&index=1&prev=true&types=put,delete", ""},
+		{"GET", "/v1/watch", "key=a&key=b", ""},
+		{"GET", "/v1/watch", "prefix=", ""},
+		{"POST", "/v1/txn", "", `{"compare":[{"key":"a","target":"mod_index","op":"=","value":0}],"success":[{"op":"put","key":"a","value":"eA=="}],"failure":[{"op":"get","key":"a"}]}`},
+		{"POST", "/v1/txn", "consistency=stale", `{"compare":[{"prefix":"p/","target":"count","op":"<","value":3}],"success":[{"op":"list","prefix":"p/","limit":2}]}`},
+		{"POST", "/v1/txn", "", `{"compare":[{"key":"a","target":"value","op":"!=","value":"!!"}],"success":[{"op":"delete_prefix","prefix":""},{"op":"delete","key":"b"}]}`},
+		{"POST", "/v1/txn", "", `{"success":[{"op":"put","key":"a"}]}`},
+		{"POST", "/v1/txn", "", `[]`},
 	} {
 		f.Add(seed.method, seed.path, seed.query, seed.body)
 	}
@@ -52,8 +65,13 @@ func FuzzHandler(f *testing.F) {
 		if err != nil {
 			t.Skip("net/http would reject this request before any handler")
 		}
+		// A stream or long-poll that has begun ends with its client: gone from the start here.
+		ctx, cancel := context.WithCancel(req.Context())
+		cancel()
+		req = req.WithContext(ctx)
 		logs := &logRecorder{level: slog.LevelDebug}
-		h := New(newFakeStore(), Options{MaxValueSize: 64, MaxKeySize: 64, MaxListLimit: 10}, slog.New(logs))
+		h := New(newFakeStore(), Options{MaxValueSize: 64, MaxKeySize: 64, MaxListLimit: 10, MaxTxnOps: 8,
+			Watch: watch.New(watch.Config{})}, slog.New(logs))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 

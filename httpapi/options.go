@@ -45,6 +45,9 @@ type Options struct {
 	WatchLagTimeout  time.Duration
 	// NoLeaderTimeout: a stream on a node without a leader this long ends with no_leader.
 	NoLeaderTimeout time.Duration
+	// MaxTxnOps bounds a transaction's compares and ops together; MaxTxnBytes its body (413 past it).
+	MaxTxnOps   int
+	MaxTxnBytes int
 }
 
 // RequestObserver counts requests (metrics.Node implements it). route is a fixed pattern such as
@@ -108,6 +111,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.NoLeaderTimeout <= 0 {
 		o.NoLeaderTimeout = DefaultNoLeaderTimeout
+	}
+	if o.MaxTxnOps <= 0 {
+		o.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if o.MaxTxnBytes <= 0 {
+		o.MaxTxnBytes = DefaultMaxTxnBytes
 	}
 	return o
 }

@@ -11,7 +11,7 @@ func TestOptionsDefaults(t *testing.T) {
 	assert.Equal(t, Options{
 		MaxValueSize: 1 << 20, MaxKeySize: 1024, DefaultListLimit: 1000, MaxListLimit: 10000,
 		MaxWatches: 10000, WatchProgressInterval: 10 * time.Second, WatchBufferBytes: 1 << 20,
-		WatchLagTimeout: 30 * time.Second, NoLeaderTimeout: 5 * time.Second,
+		WatchLagTimeout: 30 * time.Second, NoLeaderTimeout: 5 * time.Second, MaxTxnOps: 128, MaxTxnBytes: 2 << 20,
 	}, Options{}.withDefaults())
 
 	// A small maximum pulls the (unset) default down with it.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/store"
 )
 
@@ -50,6 +51,9 @@ type Store interface {
 	// ReadIndex returns a write index every write acknowledged before the call is at or below, once this
 	// node has applied it (the index a linearizable read would reflect): where a watch "from now" starts.
 	ReadIndex(ctx context.Context) (uint64, error)
+	// Txn runs a transaction; see store.Store.Txn. The index is the transaction's write index, or for a
+	// transaction without writes the index of the view it read.
+	Txn(ctx context.Context, t *fsm.Txn, c store.Consistency) (*fsm.TxnResult, uint64, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
@@ -146,6 +150,10 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		if s.allowed(w, r, allowGet) {
 			s.handleList(w, r)
 		}
+	case path == "/v1/txn":
+		if s.allowed(w, r, allowPost) {
+			s.handleTxn(w, r)
+		}
 	case path == "/v1/watch":
 		if s.allowed(w, r, allowGet) {
 			s.handleWatch(w, r)
@@ -209,7 +217,7 @@ func routeName(path string) string {
 		return pprofPrefix
 	}
 	switch path {
-	case "/v1/kv", "/v1/watch", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
+	case "/v1/kv", "/v1/watch", "/v1/txn", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
 		"/v1/snapshot", "/healthz", "/readyz", "/metrics":
 		return path
 	}

@@ -242,8 +242,10 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 }
 
 // watchStream is one stream's bounded buffer and the goroutine that writes it to the client. The
-// reader of the history (streamWatch) only ever appends here, so a client that reads slowly holds at
-// most the buffer and its own socket; it never slows apply or any other stream.
+// reader of the history (streamWatch) only ever appends here, waiting for room when it is full, so a
+// client that reads slowly holds at most the buffer and its own socket and slows only its own reader:
+// never apply (which only appends to the shared history) or any other stream. A client that leaves
+// the buffer full for the lag timeout is ended with lagging.
 type watchStream struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
@@ -254,29 +256,47 @@ type watchStream struct {
 	pending []byte
 	closed  bool
 	kick    chan struct{}
+	drained chan struct{} // signalled after each write to the client: room in the buffer
 	done    chan struct{}
 }
 
 func newWatchStream(w http.ResponseWriter, rc *http.ResponseController, limit int, lag time.Duration, cancel context.CancelFunc) *watchStream {
 	return &watchStream{w: w, rc: rc, limit: limit, lag: lag, cancel: cancel,
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), drained: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// push queues b. Unless force, it refuses (false) when b does not fit the buffer: the client is not
-// keeping up. A forced push (progress, the final error) always fits: it is small and there is one.
+// push queues b. When b does not fit the buffer it waits for the writer to make room, up to the lag
+// timeout, and then refuses (false): the client is not keeping up. A forced push (progress, the final
+// error) always fits: it is small and there is at most one queued at a time.
 func (st *watchStream) push(b []byte, force bool) bool {
-	st.mu.Lock()
-	if !force && len(st.pending) > 0 && len(st.pending)+len(b) > st.limit {
+	var timer *time.Timer
+	for {
+		st.mu.Lock()
+		if force || len(st.pending) == 0 || len(st.pending)+len(b) <= st.limit {
+			st.pending = append(st.pending, b...)
+			st.mu.Unlock()
+			select {
+			case st.kick <- struct{}{}:
+			default:
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			return true
+		}
 		st.mu.Unlock()
-		return false
+		if timer == nil {
+			timer = time.NewTimer(st.lag)
+		}
+		select {
+		case <-st.drained:
+		case <-st.done: // the writer gave up on the client
+			timer.Stop()
+			return false
+		case <-timer.C:
+			return false
+		}
 	}
-	st.pending = append(st.pending, b...)
-	st.mu.Unlock()
-	select {
-	case st.kick <- struct{}{}:
-	default:
-	}
-	return true
 }
 
 // finish lets the writer send what is queued, then waits for it: at most the lag timeout.
@@ -315,6 +335,10 @@ func (st *watchStream) writeLoop() {
 			if err := st.rc.Flush(); err != nil {
 				st.cancel()
 				return
+			}
+			select {
+			case st.drained <- struct{}{}:
+			default:
 			}
 		}
 	}

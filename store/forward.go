@@ -200,7 +200,10 @@ func (s *Store) applyBatchLocal(ctx context.Context, req []byte) ([]byte, error)
 	valid := make([]*proposal, 0, len(cmds))
 	for i, cmd := range cmds {
 		if err := s.checkForwarded(cmd); err != nil {
-			results[i] = encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil)
+			if !errors.Is(err, errLeaderNotReady) && !errors.Is(err, ErrNotReady) {
+				err = fmt.Errorf("%w: %v", ErrInvalid, err)
+			}
+			results[i] = encodeResponse(err, nil)
 			continue
 		}
 		proposals[i] = newProposal(cmd)
@@ -235,23 +238,77 @@ func encodeFrames(frames [][]byte) []byte {
 }
 
 // checkForwarded accepts only what a client may write through a follower: a put or delete of a valid
-// key and value. The node port is reachable by anything that can dial it; commands only this node's
-// own code proposes (OpSetMember, OpNoop, …) must never enter the log from outside.
+// key and value, or a transaction of them (checkClientCommand). The node port is reachable by anything
+// that can dial it; commands only this node's own code proposes (OpSetMember, OpNoop, …) must never
+// enter the log from outside.
 func (s *Store) checkForwarded(b []byte) error {
 	cmd, err := fsm.DecodeCommand(b)
 	if err != nil {
 		return err
 	}
+	return s.checkClientCommand(cmd)
+}
+
+// checkClientCommand is the one place that says which commands a leader proposes for a client, local
+// or forwarded. A transaction is proposed only once every member applies log format 3 (a member that
+// does not would skip it as an invalid command and diverge); until this term's first reconcile has
+// looked, the leader does not know, and says so with the retryable errLeaderNotReady.
+func (s *Store) checkClientCommand(cmd fsm.Command) error {
 	switch cmd.Op {
 	case fsm.OpPut, fsm.OpDelete:
-	default:
-		return fmt.Errorf("%s is not a client write", cmd.Op)
+		return s.checkKeyValue(cmd.Key, cmd.Value)
+	case fsm.OpTxn:
+		switch format := s.proposer.format.Load(); {
+		case format == 0:
+			return fmt.Errorf("%w: the log format of every member is not known yet", errLeaderNotReady)
+		case format < fsm.FormatSealed:
+			return fmt.Errorf("%w: transactions need every member on log format %d, the oldest is on %d",
+				ErrNotReady, fsm.FormatSealed, format)
+		}
+		for _, c := range cmd.Txn.Compare {
+			if err := s.checkPrefix(c.Key); err != nil {
+				return err
+			}
+			if int64(len(c.Value)) > s.cfg.MaxValueSize {
+				return fmt.Errorf("compare value of %d bytes over the limit of %d", len(c.Value), s.cfg.MaxValueSize)
+			}
+		}
+		for _, ops := range [][]fsm.TxnOp{cmd.Txn.Success, cmd.Txn.Failure} {
+			for _, op := range ops {
+				var err error
+				switch op.Kind {
+				case fsm.TxnDeletePrefix, fsm.TxnList:
+					err = s.checkPrefix(op.Key)
+				default:
+					err = s.checkKeyValue(op.Key, op.Value)
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
-	if problem := checkKey(cmd.Key, s.cfg.MaxKeySize); problem != "" {
+	return fmt.Errorf("%s is not a client write", cmd.Op)
+}
+
+func (s *Store) checkKeyValue(key string, value []byte) error {
+	if problem := checkKey(key, s.cfg.MaxKeySize); problem != "" {
 		return fmt.Errorf("key %s", problem)
 	}
-	if int64(len(cmd.Value)) > s.cfg.MaxValueSize {
-		return fmt.Errorf("value of %d bytes over the limit of %d", len(cmd.Value), s.cfg.MaxValueSize)
+	if int64(len(value)) > s.cfg.MaxValueSize {
+		return fmt.Errorf("value of %d bytes over the limit of %d", len(value), s.cfg.MaxValueSize)
+	}
+	return nil
+}
+
+// checkPrefix: a prefix may be empty (every key); otherwise it is key text.
+func (s *Store) checkPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	if problem := checkKey(p, s.cfg.MaxKeySize); problem != "" {
+		return fmt.Errorf("prefix %s", problem)
 	}
 	return nil
 }

@@ -63,7 +63,7 @@ func leaderMissing(err error) bool {
 // retryWrite: only outcomes that certainly left the log untouched may be retried.
 func retryWrite(err error) bool {
 	return errors.Is(err, errNotLeader) || errors.Is(err, transport.ErrUnreachable) ||
-		errors.Is(err, errNoLeaderKnown)
+		errors.Is(err, errNoLeaderKnown) || errors.Is(err, errLeaderNotReady)
 }
 
 // retryRead: reads have no effect, so any failure to reach a ready leader is worth another try.

@@ -29,6 +29,7 @@ var errLeaderNotReady = errors.New("leader not ready for reads yet")
 var wireErrors = []error{
 	nil, errNotLeader, errLeaderNotReady, ErrIndeterminate, ErrTimeout, ErrShuttingDown,
 	ErrUnknownMember, ErrInvalid, ErrNoLeader,
+	ErrNotReady, // appended: an older node reads an unknown code as errRemote
 }
 
 var errRemote = errors.New("leader failed the request")
@@ -76,6 +77,10 @@ func encodeResult(r fsm.Result) []byte {
 	if r.CASFailed {
 		flags |= 2
 	}
+	if r.Txn != nil {
+		flags |= 4
+		return r.Txn.AppendEncoded(append(b, flags))
+	}
 	return append(b, flags)
 }
 
@@ -86,11 +91,21 @@ func decodeResult(b []byte) (fsm.Result, error) {
 		return r, errors.New("bad apply result: index")
 	}
 	cur, m := binary.Uvarint(b[n:])
-	if m <= 0 || len(b) != n+m+1 {
+	if m <= 0 || len(b) < n+m+1 {
 		return r, errors.New("bad apply result: length")
 	}
 	flags := b[n+m]
 	r.Index, r.Current, r.Deleted, r.CASFailed = idx, cur, flags&1 != 0, flags&2 != 0
+	rest := b[n+m+1:]
+	if flags&4 != 0 {
+		txn, err := fsm.DecodeTxnResult(rest)
+		if err != nil {
+			return r, fmt.Errorf("bad apply result: %w", err)
+		}
+		r.Txn = txn
+	} else if len(rest) != 0 {
+		return r, errors.New("bad apply result: length")
+	}
 	return r, nil
 }
 

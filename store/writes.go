@@ -44,6 +44,11 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
 		if local {
+			if cmd.Op == fsm.OpTxn { // put and delete were checked by httpapi; a txn needs the format
+				if err := s.checkClientCommand(cmd); err != nil {
+					return err
+				}
+			}
 			res, err = s.proposer.apply(ctx, b)
 		} else {
 			res, err = s.forwarder.apply(ctx, addr, b)

@@ -57,7 +57,7 @@ type serveFlags struct {
 	debugAddr                                   string
 	watchHistory, watchProgress                 time.Duration
 	watchHistoryBytes                           int64
-	maxWatches                                  int
+	maxWatches, maxTxnOps                       int
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -90,6 +90,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.Int64Var(&f.watchHistoryBytes, "watch-history-bytes", watch.DefaultHistoryBytes, "most bytes of changes each node keeps for watches (the oldest go first)")
 	fs.DurationVar(&f.watchProgress, "watch-progress-interval", httpapi.DefaultWatchProgressInterval, "a watch stream sends a progress event at least this often")
 	fs.IntVar(&f.maxWatches, "max-watches", httpapi.DefaultMaxWatches, "most watch streams one node serves at once")
+	fs.IntVar(&f.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares and ops in one transaction")
 	return fs
 }
 
@@ -197,8 +198,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f.httpMaxConns < 1 {
 		return usageError(fs, stderr, "--http-max-conns must be at least 1")
 	}
-	if f.watchHistory <= 0 || f.watchHistoryBytes <= 0 || f.watchProgress <= 0 || f.maxWatches < 1 {
-		return usageError(fs, stderr, "--watch-history, --watch-history-bytes, --watch-progress-interval and --max-watches must be positive")
+	if f.watchHistory <= 0 || f.watchHistoryBytes <= 0 || f.watchProgress <= 0 || f.maxWatches < 1 || f.maxTxnOps < 1 {
+		return usageError(fs, stderr, "--watch-history, --watch-history-bytes, --watch-progress-interval, --max-watches and --max-txn-ops must be positive")
 	}
 	if f.httpBodyTimeout < time.Second {
 		return usageError(fs, stderr, "--http-body-timeout must be at least 1s")
@@ -282,6 +283,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Stop:                  stopStreams,
 		MaxWatches:            f.maxWatches,
 		WatchProgressInterval: f.watchProgress,
+		MaxTxnOps:             f.maxTxnOps,
 	}, httpLog), httpLimits{body: f.httpBodyTimeout, request: f.requestTimeout}, httpLog)
 	// Shutdown waits for in-flight requests; watch streams and long-polls end when told.
 	srv.RegisterOnShutdown(func() { close(stopStreams) })
