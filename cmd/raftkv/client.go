@@ -426,14 +426,22 @@ type kvValue struct {
 	value       []byte
 	createIndex uint64
 	modIndex    uint64
+	index       uint64 // X-Kv-Index: the write index the answer reflects
 }
 
 func (c *client) get(ctx context.Context, key string, stale bool) (kvValue, error) {
-	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), query: consistency(stale)})
+	return c.getPoll(ctx, key, stale, 0, 0)
+}
+
+// getPoll is get, and with wait > 0 a long-poll: the answer comes once the key has a change with an
+// index above index, or after wait.
+func (c *client) getPoll(ctx context.Context, key string, stale bool, index uint64, wait time.Duration) (kvValue, error) {
+	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), query: pollQuery(consistency(stale), index, wait)})
 	if err != nil {
 		return kvValue{}, err
 	}
 	v := kvValue{value: resp.body}
+	v.index, _ = strconv.ParseUint(resp.header.Get("X-Kv-Index"), 10, 64)
 	v.createIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Create-Index"), 10, 64)
 	v.modIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Mod-Index"), 10, 64)
 	return v, nil

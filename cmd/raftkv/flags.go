@@ -168,6 +168,9 @@ func exitCode(err error) int {
 	if errors.Is(err, errGaveUp) || errors.Is(err, errIndeterminate) {
 		return exitUnavailable
 	}
+	if errors.Is(err, errCompacted) {
+		return exitNotFound
+	}
 	if errors.Is(err, store.ErrInvalidArchive) || errors.Is(err, store.ErrInvalid) {
 		return exitUsage
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -73,6 +74,10 @@ A missing key is exit status 1.
 	fs.BoolVar(&stale, "stale", false, "read the answering node's local state (faster; may be behind)")
 	fs.BoolVar(&verbose, "verbose", false, "print the key's create and modify indexes to stderr")
 	fs.BoolVar(&verbose, "v", false, "short for --verbose")
+	var wait time.Duration
+	var index uint64
+	fs.DurationVar(&wait, "wait", 0, "long-poll: answer once the key has a change with an index above --index, or after `D` (at most 10m)")
+	fs.Uint64Var(&index, "index", 0, "with --wait: the index `N` whose later changes to wait for (X-Kv-Index of a previous read)")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -81,18 +86,26 @@ A missing key is exit status 1.
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
 	}
+	if wait < 0 || wait > 10*time.Minute {
+		return usageError(fs, stderr, "--wait must be from 0 to 10m")
+	}
+	cf.timeout = max(cf.timeout, wait+cf.timeout) // the wait is not a failure to retry
 	c, err := cf.newClient(nil)
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
 
-	v, err := c.get(ctx, key, stale)
+	v, err := c.getPoll(ctx, key, stale, index, wait)
 	if err != nil {
 		return fail(stderr, fmt.Errorf("get %q: %w", key, err))
 	}
 	if verbose {
-		fmt.Fprintf(stderr, "create_index=%d mod_index=%d\n", v.createIndex, v.modIndex)
+		if v.index != 0 {
+			fmt.Fprintf(stderr, "create_index=%d mod_index=%d index=%d\n", v.createIndex, v.modIndex, v.index)
+		} else {
+			fmt.Fprintf(stderr, "create_index=%d mod_index=%d\n", v.createIndex, v.modIndex)
+		}
 	}
 	if _, err := stdout.Write(v.value); err != nil {
 		return fail(stderr, fmt.Errorf("writing value: %w", err))

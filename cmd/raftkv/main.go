@@ -35,6 +35,8 @@ Keys and values (talk to any node):
   get KEY             print KEY's value, byte for byte
   delete KEY          delete KEY; prints the write index
   list [PREFIX]       print "key<TAB>value" lines for the keys starting with PREFIX
+  watch PREFIX        print every change under PREFIX as it happens, resuming across nodes
+  txn [FILE|-]        run a JSON transaction: compares, then puts/deletes/gets applied atomically
 
 Cluster:
   cluster status      show the leader, term, indexes and members
@@ -121,6 +123,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDelete(ctx, rest, stdin, stdout, stderr)
 	case "list":
 		return runList(ctx, rest, stdin, stdout, stderr)
+	case "watch":
+		return runWatch(ctx, rest, stdin, stdout, stderr)
+	case "txn":
+		return runTxn(ctx, rest, stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, rest, stdin, stdout, stderr)
 	case "recover":

@@ -1,0 +1,308 @@
+package main
+
+// watch.go: the watch and txn client commands.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// errCompacted: the index a watch needs is older than every node's history; exit status 1.
+var errCompacted = errors.New("compacted")
+
+func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("watch", "watch [flags] PREFIX", `
+Print every change of the keys starting with PREFIX (--key: of the one key PREFIX), exactly once and in
+index order, until interrupted: one "index<TAB>put|delete<TAB>key<TAB>value" line per change, or with
+--json one JSON object per index holding all of its changes. Without --index the watch starts now.
+
+When a node ends the stream (it lost its leader, is stopping, or this client fell behind) or cannot be
+reached, the watch resumes on the next node of --addr from the last index it printed, without a gap or a
+repeat. If that index is older than what every node keeps (--watch-history), the watch exits with status 1
+and says so: list again and watch from the list's index + 1.`)
+	var cf clientFlags
+	cf.register(fs)
+	var index uint64
+	var asJSON, oneKey, prev bool
+	fs.Uint64Var(&index, "index", 0, "print changes with an index from `N` on (default: from now)")
+	fs.BoolVar(&asJSON, "json", false, "print each index's message as JSON")
+	fs.BoolVar(&oneKey, "key", false, "watch the one key PREFIX instead of a prefix")
+	fs.BoolVar(&prev, "prev", false, "include each change's previous value (with --json)")
+	pos, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 1 {
+		return usageError(fs, stderr, "watch takes one PREFIX, got %d arguments", len(pos))
+	}
+	var prefix string
+	if len(pos) == 1 {
+		prefix = pos[0]
+	}
+	if oneKey && prefix == "" {
+		return usageError(fs, stderr, "--key needs a KEY")
+	}
+	c, err := cf.newClient(nil)
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
+	defer c.close()
+	w := &watcher{c: c, out: bufio.NewWriter(stdout), asJSON: asJSON, stderr: stderr}
+	q := url.Values{}
+	if oneKey {
+		q.Set("key", prefix)
+	} else {
+		q.Set("prefix", prefix)
+	}
+	if prev {
+		q.Set("prev", "true")
+	}
+	err = w.run(ctx, q, index)
+	if ctx.Err() != nil {
+		return exitOK // interrupted: the normal way to stop watching
+	}
+	return fail(stderr, fmt.Errorf("watch %q: %w", prefix, err))
+}
+
+type watcher struct {
+	c      *client
+	out    *bufio.Writer
+	stderr io.Writer
+	asJSON bool
+}
+
+// run follows the stream across nodes until ctx ends or the history no longer reaches next. next is
+// the first index not yet printed (0: from now, until the first stream says where now is).
+func (w *watcher) run(ctx context.Context, q url.Values, next uint64) error {
+	backoff := w.c.cfg.minBackoff
+	var lastErr error
+	failingSince := time.Time{}
+	for ctx.Err() == nil {
+		base := w.c.first()
+		progressed, err := w.stream(ctx, base, q, &next)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, errCompacted) {
+			return err
+		}
+		var ae *apiError
+		if errors.As(err, &ae) && ae.status/100 == 4 {
+			return err // a request no node will accept
+		}
+		if progressed {
+			backoff, failingSince = w.c.cfg.minBackoff, time.Time{}
+		} else if failingSince.IsZero() {
+			failingSince = time.Now()
+		} else if time.Since(failingSince) > w.c.cfg.timeout {
+			return fmt.Errorf("%w after %s; last error: %w", errGaveUp, w.c.cfg.timeout, err)
+		}
+		lastErr = err
+		fmt.Fprintf(w.stderr, "raftkv: watch: %v; resuming from index %d on another node\n", err, next)
+		w.c.rotate(base)
+		delay := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, w.c.cfg.maxBackoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return lastErr
+}
+
+// stream runs one stream from one node; progressed says it delivered at least an event.
+func (w *watcher) stream(ctx context.Context, base string, q url.Values, next *uint64) (progressed bool, err error) {
+	node := nodeName(base)
+	qq := url.Values{}
+	for k, v := range q {
+		qq[k] = v
+	}
+	if *next > 0 {
+		qq.Set("index", strconv.FormatUint(*next, 10))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/watch?"+qq.Encode(), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := w.c.hc.Do(req)
+	if err != nil {
+		return false, &transportError{node: node, err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		ae := decodeAPIError(node, resp.StatusCode, b)
+		if ae.code == "compacted" {
+			return false, fmt.Errorf("%w: %s: %s; list again and watch from the list's index + 1", errCompacted, node, ae.msg)
+		}
+		return false, ae
+	}
+	if *next == 0 { // "from now": the node says where now is
+		start, _ := strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
+		*next = start + 1
+	}
+	r := bufio.NewReader(resp.Body)
+	var event, id, data string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return progressed, &transportError{node: node, sent: true, err: fmt.Errorf("stream ended: %w", err)}
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if line != "" {
+			name, value, _ := strings.Cut(line, ": ")
+			switch name {
+			case "event":
+				event = value
+			case "id":
+				id = value
+			case "data":
+				data = value
+			}
+			continue
+		}
+		switch event {
+		case "":
+			idx, err := strconv.ParseUint(id, 10, 64)
+			if err != nil || idx < *next {
+				return progressed, fmt.Errorf("%s: out-of-order event id %q (expected at least %d)", node, id, *next)
+			}
+			if err := w.print(data); err != nil {
+				return progressed, err
+			}
+			*next, progressed = idx+1, true
+		case "progress":
+			if idx, err := strconv.ParseUint(id, 10, 64); err == nil && idx+1 > *next {
+				*next = idx + 1
+			}
+			progressed = true
+		case "error":
+			var e struct {
+				Code, Error string
+				Resume      uint64 `json:"resume_index"`
+			}
+			_ = json.Unmarshal([]byte(data), &e)
+			if e.Code == "compacted" {
+				return progressed, fmt.Errorf("%w: %s: %s; list again and watch from the list's index + 1", errCompacted, node, e.Error)
+			}
+			return progressed, fmt.Errorf("%s: %s (%s)", node, e.Error, e.Code)
+		}
+		event, id, data = "", "", ""
+	}
+}
+
+func (w *watcher) print(data string) error {
+	if w.asJSON {
+		w.out.WriteString(data)
+		w.out.WriteByte('\n')
+		return w.out.Flush()
+	}
+	var msg struct {
+		Index   uint64 `json:"index"`
+		Changes []struct {
+			Type  string `json:"type"`
+			Key   string `json:"key"`
+			Value []byte `json:"value"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(data), &msg); err != nil {
+		return fmt.Errorf("unexpected event: %w", err)
+	}
+	for _, ch := range msg.Changes {
+		fmt.Fprintf(w.out, "%d\t%s\t%s\t%s\n", msg.Index, ch.Type, ch.Key, displayValue(ch.Value))
+	}
+	return w.out.Flush()
+}
+
+func runTxn(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("txn", "txn [flags] [FILE|-]", `
+Run a transaction read as JSON from FILE (stdin when omitted or "-"):
+
+  {"compare":[{"key":"k","target":"mod_index","op":"=","value":7}],
+   "success":[{"op":"put","key":"k","value":"<base64>"},{"op":"get","key":"other"}],
+   "failure":[{"op":"get","key":"k"}]}
+
+and print the answer, {"succeeded":...,"index":...,"results":[...]}. Exit status 1 when the compares
+failed (the failure branch ran). A transaction that writes is sent once: if its outcome is unknown
+(exit status 3), read before retrying it.`)
+	var cf clientFlags
+	cf.register(fs)
+	var stale bool
+	fs.BoolVar(&stale, "stale", false, "serve a transaction without writes from the answering node's local state")
+	pos, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 1 {
+		return usageError(fs, stderr, "txn takes one FILE, got %d arguments", len(pos))
+	}
+	var body []byte
+	var err error
+	if len(pos) == 1 && pos[0] != "-" {
+		body, err = os.ReadFile(pos[0])
+	} else {
+		body, err = io.ReadAll(stdin)
+	}
+	if err != nil {
+		return fail(stderr, fmt.Errorf("reading transaction: %w", err))
+	}
+	var shape struct {
+		Success, Failure []struct{ Op string }
+	}
+	if err := json.Unmarshal(body, &shape); err != nil {
+		return usageError(fs, stderr, "the transaction is not a JSON object: %v", err)
+	}
+	writes := false
+	for _, op := range append(shape.Success, shape.Failure...) {
+		writes = writes || op.Op == "put" || op.Op == "delete" || op.Op == "delete_prefix"
+	}
+	c, err := cf.newClient(nil)
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
+	defer c.close()
+	resp, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/txn", query: consistency(stale), body: body,
+		ctype: "application/json", write: writes})
+	if err != nil {
+		return fail(stderr, fmt.Errorf("txn: %w", err))
+	}
+	var ans struct {
+		Succeeded bool `json:"succeeded"`
+	}
+	if err := decodeBody(resp, &ans); err != nil {
+		return fail(stderr, err)
+	}
+	stdout.Write(resp.body)
+	fmt.Fprintln(stdout)
+	if !ans.Succeeded {
+		return exitNotFound
+	}
+	return exitOK
+}
+
+// pollQuery adds a long-poll's index= and wait= to q.
+func pollQuery(q url.Values, index uint64, wait time.Duration) url.Values {
+	if wait <= 0 {
+		return q
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("index", strconv.FormatUint(index, 10))
+	q.Set("wait", wait.String())
+	return q
+}
