@@ -144,8 +144,8 @@ func (h *Hub) Restored(index uint64) {
 	if index <= h.current {
 		return // the snapshot is a state this history already leads to
 	}
-	clear(h.events)
-	h.events, h.head, h.bytes = h.events[:0], 0, 0
+	// A new slice, not clear(): readers may still be scanning the old one (see Read).
+	h.events, h.head, h.bytes = nil, 0, 0
 	h.compact, h.current = index, index
 	close(h.notify)
 	h.notify = make(chan struct{})
@@ -161,14 +161,13 @@ func (h *Hub) trim(now time.Time) {
 		}
 		h.bytes -= r.size
 		h.compact = r.Index
-		h.events[h.head] = record{}
 		h.head++
 	}
-	// Reclaim the dropped prefix once it is half the slice, so appends stay amortised O(1).
+	// Reclaim the dropped prefix once it is half the slice, into a new array: readers may still be
+	// scanning the old one (see Read), so records are never changed in place once appended. Until then
+	// the dropped records stay referenced: memory may reach twice the byte bound for a while.
 	if h.head > 1024 && h.head*2 > len(h.events) {
-		n := copy(h.events, h.events[h.head:])
-		clear(h.events[n:])
-		h.events, h.head = h.events[:n], 0
+		h.events, h.head = append([]record(nil), h.events[h.head:]...), 0
 	}
 }
 
@@ -203,13 +202,18 @@ func (h *Hub) Read(from uint64, f *Filter, maxEvents int) (evs []Event, through 
 	if from == 0 {
 		from = 1
 	}
+	// Only the slice header is taken under the lock; the scan runs without it, so a reader far behind,
+	// filtering a long history, never holds up Changed (apply). Records are immutable once appended and
+	// the array is never rewritten in place, so the view stays valid while Changed appends past it.
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if from <= h.compact {
-		return nil, 0, &CompactedError{Requested: from, CompactIndex: h.compact, CurrentIndex: h.current}
+		err := &CompactedError{Requested: from, CompactIndex: h.compact, CurrentIndex: h.current}
+		h.mu.Unlock()
+		return nil, 0, err
 	}
 	through = max(h.current, from-1)
-	live := h.events[h.head:]
+	live := h.events[h.head:len(h.events):len(h.events)]
+	h.mu.Unlock()
 	i := sort.Search(len(live), func(i int) bool { return live[i].Index >= from })
 	for ; i < len(live); i++ {
 		r := &live[i]
