@@ -23,7 +23,8 @@ type Change struct {
 // unknown to this FSM.
 //
 // Both run on the apply path: they must be quick and never block (watch.Hub only appends to memory),
-// and they must not call back into the FSM. changes is the sink's to keep.
+// and they must not call back into the FSM. The changes slice is only valid during the call (the FSM
+// reuses it); the Change values in it, and the bytes they point to, are the sink's to keep.
 type ChangeSink interface {
 	Changed(index uint64, changes []Change)
 	Restored(index uint64)

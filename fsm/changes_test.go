@@ -17,7 +17,7 @@ type recordingSink struct {
 
 func (r *recordingSink) Changed(index uint64, c []Change) {
 	r.indexes = append(r.indexes, index)
-	r.changes = append(r.changes, c)
+	r.changes = append(r.changes, append([]Change(nil), c...))
 }
 func (r *recordingSink) Restored(index uint64) { r.restored = append(r.restored, index) }
 

@@ -52,6 +52,7 @@ type FSM struct {
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
 
 	sink ChangeSink // nil: nobody watches
+	one  [1]Change  // the change of a single put or delete, handed to sink without an allocation
 
 	// halt is set, once, when an entry fails its checksum; haltCh is closed then. From that point the
 	// FSM applies nothing: skipping the entry would make this node's state silently differ from the
@@ -210,14 +211,16 @@ func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
 	case OpPut:
 		c := f.putLocked(cmd.Key, cmd.Value, index, old, found)
 		if f.sink != nil {
-			changes = []Change{c}
+			f.one[0] = c
+			changes = f.one[:]
 		}
 	case OpDelete:
 		if found {
 			c := f.deleteLocked(old, index)
 			res.Deleted = true
 			if f.sink != nil {
-				changes = []Change{c}
+				f.one[0] = c
+				changes = f.one[:]
 			}
 		}
 	}

@@ -95,7 +95,7 @@ type recordingSink struct {
 
 func (r *recordingSink) Changed(_ uint64, c []fsm.Change) {
 	r.mu.Lock()
-	r.changes = append(r.changes, c)
+	r.changes = append(r.changes, append([]fsm.Change(nil), c...))
 	r.mu.Unlock()
 }
 func (r *recordingSink) Restored(uint64) {}

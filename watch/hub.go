@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/raftkv/raftkv/fsm"
 )
@@ -77,19 +78,32 @@ type Config struct {
 	Now          func() time.Time // tests
 }
 
+// record is one write index's changes as the history keeps them. The first change is stored inline and
+// the arrival time as an integer, so that the common single-change write costs one slot of a chunk and
+// no allocation of its own.
 type record struct {
-	Event
-	at   time.Time
-	size int64
+	index uint64
+	at    int64 // arrival, Unix nanoseconds
+	size  int64
+	first fsm.Change
+	rest  []fsm.Change // a transaction's further changes
 }
+
+// chunkLen is the number of records per chunk. The history grows by whole chunks instead of by doubling
+// one slice, so apply never copies the history and memory follows what is held.
+const chunkLen = 1024
 
 // Hub is the history and its readers' meeting point. Its methods are safe for concurrent use.
 type Hub struct {
 	cfg Config
 
-	mu      sync.Mutex
-	events  []record // ascending index; events[head:] are live
+	mu sync.Mutex
+	// chunks hold the records in index order; chunks[0][head:] and every later chunk are live. A
+	// record is never changed once appended and a chunk's array is never reused, so a reader may scan
+	// a view of them without the lock (see Read).
+	chunks  [][]record
 	head    int
+	events  int
 	bytes   int64
 	compact uint64 // every change with index <= compact has been dropped (or predates this node's state)
 	current uint64 // the last write index applied: the history is complete up to it
@@ -112,6 +126,10 @@ func New(cfg Config) *Hub {
 	return &Hub{cfg: cfg, notify: make(chan struct{})}
 }
 
+// recordOverhead is what a record costs beyond the bytes of its keys and values: its chunk slot and,
+// for a transaction, the Change structs of its further changes.
+const recordOverhead = int64(unsafe.Sizeof(record{}))
+
 // Changed implements fsm.ChangeSink: it appends the write's changes and drops what the bounds no longer
 // allow. It never blocks on a reader.
 func (h *Hub) Changed(index uint64, changes []fsm.Change) {
@@ -124,13 +142,22 @@ func (h *Hub) Changed(index uint64, changes []fsm.Change) {
 	if len(changes) == 0 {
 		return
 	}
-	var size int64 = 48
-	for i := range changes {
-		size += int64(changes[i].WriteSize())
-	}
 	now := h.cfg.Now()
-	h.events = append(h.events, record{Event: Event{Index: index, Changes: changes}, at: now, size: size})
-	h.bytes += size
+	r := record{index: index, at: now.UnixNano(), first: changes[0], size: recordOverhead}
+	if len(changes) > 1 {
+		r.rest = append([]fsm.Change(nil), changes[1:]...)
+		r.size += int64(len(r.rest)) * int64(unsafe.Sizeof(fsm.Change{}))
+	}
+	for i := range changes {
+		r.size += int64(len(changes[i].Key) + len(changes[i].Value) + len(changes[i].Prev))
+	}
+	if n := len(h.chunks); n == 0 || len(h.chunks[n-1]) == chunkLen {
+		h.chunks = append(h.chunks, make([]record, 0, chunkLen))
+	}
+	last := &h.chunks[len(h.chunks)-1]
+	*last = append(*last, r)
+	h.events++
+	h.bytes += r.size
 	h.trim(now)
 	close(h.notify)
 	h.notify = make(chan struct{})
@@ -144,30 +171,29 @@ func (h *Hub) Restored(index uint64) {
 	if index <= h.current {
 		return // the snapshot is a state this history already leads to
 	}
-	// A new slice, not clear(): readers may still be scanning the old one (see Read).
-	h.events, h.head, h.bytes = nil, 0, 0
+	h.chunks, h.head, h.events, h.bytes = nil, 0, 0, 0
 	h.compact, h.current = index, index
 	close(h.notify)
 	h.notify = make(chan struct{})
 }
 
-// trim drops the oldest events past either bound, always keeping the newest one.
+// trim drops the oldest records past either bound, always keeping the newest one.
 func (h *Hub) trim(now time.Time) {
-	cutoff := now.Add(-h.cfg.History)
-	for h.head < len(h.events)-1 {
-		r := &h.events[h.head]
-		if h.bytes <= h.cfg.HistoryBytes && !r.at.Before(cutoff) {
+	cutoff := now.Add(-h.cfg.History).UnixNano()
+	for h.events > 1 {
+		r := &h.chunks[0][h.head]
+		if h.bytes <= h.cfg.HistoryBytes && r.at >= cutoff {
 			break
 		}
 		h.bytes -= r.size
-		h.compact = r.Index
+		h.compact = r.index
+		h.events--
 		h.head++
-	}
-	// Reclaim the dropped prefix once it is half the slice, into a new array: readers may still be
-	// scanning the old one (see Read), so records are never changed in place once appended. Until then
-	// the dropped records stay referenced: memory may reach twice the byte bound for a while.
-	if h.head > 1024 && h.head*2 > len(h.events) {
-		h.events, h.head = append([]record(nil), h.events[h.head:]...), 0
+		if h.head == chunkLen {
+			// The chunk leaves the history; readers still scanning it keep it alive until they finish.
+			h.chunks[0] = nil
+			h.chunks, h.head = h.chunks[1:], 0
+		}
 	}
 }
 
@@ -202,9 +228,8 @@ func (h *Hub) Read(from uint64, f *Filter, maxEvents int) (evs []Event, through 
 	if from == 0 {
 		from = 1
 	}
-	// Only the slice header is taken under the lock; the scan runs without it, so a reader far behind,
-	// filtering a long history, never holds up Changed (apply). Records are immutable once appended and
-	// the array is never rewritten in place, so the view stays valid while Changed appends past it.
+	// Only a view of the chunks from the one holding from is taken under the lock; the scan runs
+	// without it, so a reader far behind, filtering a long history, never holds up Changed (apply).
 	h.mu.Lock()
 	if from <= h.compact {
 		err := &CompactedError{Requested: from, CompactIndex: h.compact, CurrentIndex: h.current}
@@ -212,27 +237,38 @@ func (h *Hub) Read(from uint64, f *Filter, maxEvents int) (evs []Event, through 
 		return nil, 0, err
 	}
 	through = max(h.current, from-1)
-	live := h.events[h.head:len(h.events):len(h.events)]
+	// The last chunk whose first record is <= from holds from, if anything does.
+	c := sort.Search(len(h.chunks), func(i int) bool { return h.chunks[i][0].index > from })
+	c = max(c-1, 0)
+	var view [][]record
+	for i := c; i < len(h.chunks); i++ {
+		ch := h.chunks[i]
+		if i == 0 {
+			ch = ch[h.head:]
+		}
+		view = append(view, ch[:len(ch):len(ch)])
+	}
 	h.mu.Unlock()
-	i := sort.Search(len(live), func(i int) bool { return live[i].Index >= from })
-	for ; i < len(live); i++ {
-		r := &live[i]
-		if maxEvents > 0 && len(evs) == maxEvents {
-			through = r.Index - 1
-			break
-		}
-		var matched []fsm.Change
-		for j := range r.Changes {
-			if f.match(&r.Changes[j]) {
-				if len(matched) == 0 && j == len(r.Changes)-1 {
-					matched = r.Changes[j : j+1 : j+1] // the common single change: share, do not copy
-					break
-				}
-				matched = append(matched, r.Changes[j])
+
+	for _, ch := range view {
+		i := sort.Search(len(ch), func(i int) bool { return ch[i].index >= from })
+		for ; i < len(ch); i++ {
+			r := &ch[i]
+			if maxEvents > 0 && len(evs) == maxEvents {
+				return evs, r.index - 1, nil
 			}
-		}
-		if len(matched) > 0 {
-			evs = append(evs, Event{Index: r.Index, Changes: matched})
+			var matched []fsm.Change
+			if f.match(&r.first) {
+				matched = append(matched, r.first)
+			}
+			for j := range r.rest {
+				if f.match(&r.rest[j]) {
+					matched = append(matched, r.rest[j])
+				}
+			}
+			if len(matched) > 0 {
+				evs = append(evs, Event{Index: r.index, Changes: matched})
+			}
 		}
 	}
 	return evs, through, nil
@@ -248,5 +284,5 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return Stats{Events: len(h.events) - h.head, Bytes: h.bytes, Compact: h.compact, Last: h.current}
+	return Stats{Events: h.events, Bytes: h.bytes, Compact: h.compact, Last: h.current}
 }
