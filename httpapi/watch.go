@@ -219,15 +219,7 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 		case <-progress.C:
 			st.push(appendProgress(nil, pos-1), true)
 		case <-leaderCheck.C:
-			info := s.store.StaleInfo()
-			if info.KnownLeader && (info.NoContact || info.LastContact < s.opts.NoLeaderTimeout) {
-				leaderless = time.Time{}
-				continue
-			}
-			if leaderless.IsZero() {
-				leaderless = time.Now()
-			}
-			if time.Since(leaderless) >= s.opts.NoLeaderTimeout || info.LastContact >= s.opts.NoLeaderTimeout {
+			if s.leaderGone(&leaderless) {
 				st.push(appendResumeError(nil, codeNoLeader, "this node has had no leader for "+
 					s.opts.NoLeaderTimeout.String()+"; resume on another node", pos), true)
 				return
@@ -239,6 +231,20 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 			return
 		}
 	}
+}
+
+// leaderGone reports whether this node has been without a leader (none known, or none heard from) for
+// NoLeaderTimeout; *since remembers when it was first seen without one.
+func (s *server) leaderGone(since *time.Time) bool {
+	info := s.store.StaleInfo()
+	if info.KnownLeader && (info.NoContact || info.LastContact < s.opts.NoLeaderTimeout) {
+		*since = time.Time{}
+		return false
+	}
+	if since.IsZero() {
+		*since = time.Now()
+	}
+	return time.Since(*since) >= s.opts.NoLeaderTimeout || info.LastContact >= s.opts.NoLeaderTimeout
 }
 
 // watchStream is one stream's bounded buffer and the goroutine that writes it to the client. The
@@ -437,7 +443,7 @@ func appendCompactedFields(b []byte, ce *watch.CompactedError) []byte {
 
 // longPoll holds a read with index=N&wait=D until the history has a change matching f with an index
 // above N, or D (plus up to 1/16 jitter, so that many clients polling together do not return
-// together) has passed. A compacted N, or a node without history, answers at once: the read that
+// together) has passed, or the node has had no leader for NoLeaderTimeout. A compacted N, or a node without history, answers at once: the read that
 // follows reports the index it reflects and the client moves on from there.
 func (s *server) longPoll(r *http.Request, f *watch.Filter, index uint64, wait time.Duration) {
 	hub := s.opts.Watch
@@ -447,6 +453,11 @@ func (s *server) longPoll(r *http.Request, f *watch.Filter, index uint64, wait t
 	wait += rand.N(wait/16 + 1)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// A node cut off from its leader stops waiting: the read that follows then says no_leader (or, if
+	// stale, how stale), and the client asks another node instead of hanging on this one.
+	leaderCheck := time.NewTicker(leaderCheckInterval)
+	defer leaderCheck.Stop()
+	var leaderless time.Time
 	for {
 		wake := hub.Wake()
 		evs, _, err := hub.Read(index+1, f, 1)
@@ -455,6 +466,10 @@ func (s *server) longPoll(r *http.Request, f *watch.Filter, index uint64, wait t
 		}
 		select {
 		case <-wake:
+		case <-leaderCheck.C:
+			if s.leaderGone(&leaderless) {
+				return
+			}
 		case <-timer.C:
 			return
 		case <-s.opts.Stop:

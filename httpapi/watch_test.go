@@ -350,3 +350,18 @@ func TestLongPollAnswersOnAChangeOfItsKeyOnly(t *testing.T) {
 	requireError(t, hs.do(t, http.MethodGet, "/v1/kv/k?wait=1s", nil), http.StatusBadRequest, "invalid_parameter")
 	requireError(t, hs.do(t, http.MethodGet, "/v1/kv/k?index=1&wait=11m", nil), http.StatusBadRequest, "invalid_parameter")
 }
+
+// A long-poll on a node without a leader does not wait out its wait=: it answers (here the fake's read
+// succeeds; a real linearizable read then says no_leader) so that the client moves on.
+func TestLongPollOnANodeWithoutALeaderStopsWaiting(t *testing.T) {
+	rg := newWatchRig(t, Options{NoLeaderTimeout: 100 * time.Millisecond})
+	i := rg.put(t, "k", "1")
+	rg.fs.mu.Lock()
+	rg.fs.stale = store.StaleInfo{KnownLeader: false}
+	rg.fs.mu.Unlock()
+	start := time.Now()
+	resp, err := http.Get(rg.srv.URL + "/v1/kv/k?index=" + strconv.FormatUint(i, 10) + "&wait=1m")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Less(t, time.Since(start), 30*time.Second)
+}
