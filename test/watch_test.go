@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -423,5 +424,72 @@ func (w *sseWatcher) follow(ctx context.Context, hc *http.Client, n *harness.Nod
 		}
 		w.mu.Unlock()
 		event, id, data = "", "", ""
+	}
+}
+
+// A node's history is its own and starts at what it restored: after a restart the node holds only the
+// changes replayed after its latest snapshot, so a watch from before that is 410 compacted on it (with
+// the indexes to go on from), while a node that kept running still serves it. Resuming from the
+// compact index + 1 on the restarted node misses nothing it holds.
+func TestWatchAfterARestartIsCompactedToTheSnapshotNotSkipped(t *testing.T) {
+	c := harness.StartCluster(t, 3, harness.Options{LogLevel: "info", SnapshotThreshold: 64, TrailingLogs: 16,
+		SnapshotInterval: 200 * time.Millisecond})
+	putMany(t, c, 0, "snap/", 400, 8)
+	restarted := 1
+	harness.WaitFor(t, harness.LeaderTimeout, "a snapshot on the node to restart", func() error {
+		snaps, _ := filepath.Glob(c.Node(restarted).DataDir + "/snapshots/*")
+		if len(snaps) == 0 {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	c.Stop(restarted)
+	c.Restart(restarted)
+	c.WaitAllReady(t)
+
+	get := func(n *harness.Node, index uint64) (int, map[string]any) {
+		resp, err := http.Get(n.BaseURL + "/v1/watch?prefix=snap/&index=" + strconv.FormatUint(index, 10))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			var body map[string]any
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+			return resp.StatusCode, body
+		}
+		return resp.StatusCode, nil
+	}
+	status, body := get(c.Node(restarted), 1)
+	require.Equal(t, http.StatusGone, status, "%v", body)
+	assert.Equal(t, "compacted", body["code"])
+	compact := uint64(body["compact_index"].(float64))
+	assert.Positive(t, compact)
+	assert.GreaterOrEqual(t, uint64(body["current_index"].(float64)), compact)
+
+	status, _ = get(c.Node(0), 1)
+	assert.Equal(t, http.StatusOK, status, "a node that kept running still holds the whole window")
+
+	// From compact+1 the restarted node serves every change it holds: the same ones the other node has.
+	w := &sseWatcher{prefix: "snap/", c: c, next: compact + 1}
+	other := &sseWatcher{prefix: "snap/", c: c, next: compact + 1}
+	final := listAt(t, c.Node(0), "snap/")
+	for _, x := range []struct {
+		w *sseWatcher
+		n int
+	}{{w, restarted}, {other, 0}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); x.w.follow(ctx, &http.Client{}, c.Node(x.n)) }()
+		harness.WaitFor(t, harness.LeaderTimeout, "watch catches up", func() error {
+			if x.w.nextIndex() <= final.index {
+				return fmt.Errorf("at %d of %d", x.w.nextIndex(), final.index)
+			}
+			return nil
+		})
+		cancel()
+		<-done
+	}
+	require.Equal(t, len(other.events), len(w.events))
+	for i := range w.events {
+		assert.Equal(t, other.events[i], w.events[i])
 	}
 }
