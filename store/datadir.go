@@ -18,6 +18,9 @@ const identityFile = "node.json"
 type identity struct {
 	NodeID string `json:"node_id"`
 	DataID string `json:"data_id"`
+	// Pending: this data dir has not yet been admitted to vote (admission.go). Absent, and so false,
+	// in the data dirs of earlier builds, whose nodes voted already.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // readIdentity reads the data dir's identity; found is false when the directory has none yet. A data
@@ -58,7 +61,7 @@ func newIdentity(dir, nodeID string) (identity, error) {
 	if _, err := rand.Read(raw[:]); err != nil {
 		return identity{}, fmt.Errorf("generate data id: %w", err)
 	}
-	id := identity{NodeID: nodeID, DataID: hex.EncodeToString(raw[:])}
+	id := identity{NodeID: nodeID, DataID: hex.EncodeToString(raw[:]), Pending: true}
 	b, _ := json.Marshal(id)
 	path := filepath.Join(dir, identityFile)
 	if err := writeFileSync(path, b); err != nil {

@@ -284,6 +284,8 @@ func (s *Store) bootstrapLoop() {
 		candidate string
 		since     time.Time
 		warned    bool
+		// stateless: the last set of exactly BootstrapExpect nodes seen with no Raft state at all.
+		stateless string
 	)
 	for {
 		select {
@@ -304,7 +306,14 @@ func (s *Store) bootstrapLoop() {
 			existing = existing || m.HasState
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
 		}
-		if existing || len(servers) != s.cfg.BootstrapExpect {
+		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+		key := fmt.Sprint(servers)
+		// A peer that reached the stable point first bootstrapped the very set this node was watching:
+		// this node is one of its founders and bootstraps with the same configuration. It must, now
+		// that an empty node no longer votes before it is admitted: otherwise the first founder could
+		// find no one to vote for it.
+		founder := existing && len(servers) == s.cfg.BootstrapExpect && key == stateless
+		if !founder && (existing || len(servers) != s.cfg.BootstrapExpect) {
 			if !warned && (existing || len(servers) > s.cfg.BootstrapExpect) {
 				s.logger.Warn("not bootstrapping: a cluster already exists or more nodes than --bootstrap-expect are up; waiting to be added",
 					"seen", len(servers), "expect", s.cfg.BootstrapExpect, "existing_cluster", existing)
@@ -313,13 +322,19 @@ func (s *Store) bootstrapLoop() {
 			candidate = ""
 			continue
 		}
-		sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
-		key := fmt.Sprint(servers)
-		if key != candidate {
-			candidate, since = key, time.Now()
-			continue
+		if !founder {
+			stateless = key
+			if key != candidate {
+				candidate, since = key, time.Now()
+				continue
+			}
+			if time.Since(since) < bootstrapStable {
+				continue
+			}
 		}
-		if time.Since(since) < bootstrapStable {
+		// A founding member votes from the start; persisted first, so a restart keeps it voting.
+		if err := s.admit("bootstrapping a new cluster"); err != nil {
+			s.logger.Error("bootstrap postponed", "err", err)
 			continue
 		}
 		err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()

@@ -66,6 +66,10 @@ type Store struct {
 	failErr  atomic.Pointer[error]
 	failCh   chan struct{}
 
+	// admittedFlag: this node may vote (admission.go); admitMu serializes admitting it.
+	admittedFlag atomic.Bool
+	admitMu      sync.Mutex
+
 	// wipedRemovedAt: when reconcile removed a member that came back wiped (leader loop only).
 	wipedRemovedAt map[string]time.Time
 
@@ -130,25 +134,6 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	snaps := timedSnapshots{SnapshotStore: fileSnaps, obs: s.obs}
 
-	if s.mux, err = transport.Listen(cfg.RaftAddr, cfg.RaftAdvertise, s.logger.With("component", "mux")); err != nil {
-		return nil, err
-	}
-	undo = append(undo, func() { s.mux.Close() })
-	addrs := &gossipAddresses{}
-	s.netLogThrottle = transport.NewLogThrottle(s.logger.With("component", "raft"))
-	netLog := &hclogAdapter{logger: s.logger.With("component", "raft"), name: "raft", throttle: s.netLogThrottle}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:                s.mux.RaftLayer(),
-		ServerAddressProvider: addrs,
-		MaxPool:               3,
-		Timeout:               raftDialTimeout,
-		Logger:                netLog,
-		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
-		// pipelined follower until the leader restarts (raft #611/#612).
-		MaxRPCsInFlight: 1,
-	})
-	undo = append(undo, func() { trans.Close() })
-
 	hasState, err := raft.HasExistingState(logs, s.bolt, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("%w: data dir %s is corrupt: read raft state: %w", ErrDataDir, cfg.DataDir, err)
@@ -163,6 +148,27 @@ func Open(cfg Config) (_ *Store, err error) {
 		}
 	}
 	s.ident = ident
+	s.admittedFlag.Store(!ident.Pending)
+
+	if s.mux, err = transport.Listen(cfg.RaftAddr, cfg.RaftAdvertise, s.logger.With("component", "mux")); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { s.mux.Close() })
+	addrs := &gossipAddresses{}
+	s.netLogThrottle = transport.NewLogThrottle(s.logger.With("component", "raft"))
+	netLog := &hclogAdapter{logger: s.logger.With("component", "raft"), name: "raft", throttle: s.netLogThrottle}
+	netTrans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:                s.mux.RaftLayer(),
+		ServerAddressProvider: addrs,
+		MaxPool:               3,
+		Timeout:               raftDialTimeout,
+		Logger:                netLog,
+		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
+		// pipelined follower until the leader restarts (raft #611/#612).
+		MaxRPCsInFlight: 1,
+	})
+	trans := newVotingGate(netTrans, cfg.NodeID, s.admitted, s.logger.With("component", "raft-transport"))
+	undo = append(undo, func() { trans.Close() })
 
 	notify := make(chan bool, 1)
 	rc := raft.DefaultConfig()
@@ -289,6 +295,7 @@ func (s *Store) publishStateLoop() {
 			return
 		case <-t.C:
 		}
+		s.admitted() // admits (and records it) as soon as the member record arrives, before any vote needs it
 		has := s.raft.LastIndex() > 0
 		if m := s.gossip.LocalMeta(); m.HasState != has {
 			m.HasState = has

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,6 +128,15 @@ func Recover(ctx context.Context, cfg RecoverConfig) (RecoverReport, error) {
 	f := fsm.New()
 	if err := raft.RecoverCluster(rc, f, bolt, bolt, snaps, trans, conf); err != nil {
 		return rep, fmt.Errorf("recover: %w", err)
+	}
+	if ident.Pending {
+		// The operator names this node a voter of the recovered cluster: it must vote in it, even if
+		// it had not been admitted under this data dir before the quorum was lost.
+		ident.Pending = false
+		b, _ := json.Marshal(ident)
+		if err := writeFileSync(filepath.Join(cfg.DataDir, identityFile), b); err != nil {
+			return rep, fmt.Errorf("write %s: %w", identityFile, err)
+		}
 	}
 	rep.WriteIndex = f.LastWriteIndex()
 	rep.Keys = f.Len()
