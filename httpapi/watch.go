@@ -181,17 +181,18 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	go st.writeLoop()
 	defer st.finish()
 	st.push(appendProgress(nil, start-1), true) // tells a "from now" client where it starts
-	s.streamWatch(ctx, hub, st, &p, start)
+	s.streamWatch(ctx, hub, st, &p, start, start-1)
 }
 
 // streamWatch reads the history from pos on and queues what matches, until the stream must end.
-func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStream, p *watchParams, pos uint64) {
+func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStream, p *watchParams, pos, progressed uint64) {
 	progress := time.NewTicker(s.opts.WatchProgressInterval)
 	defer progress.Stop()
 	leaderCheck := time.NewTicker(leaderCheckInterval)
 	defer leaderCheck.Stop()
 	var leaderless time.Time // when this node was first seen without a leader; zero while it has one
 	var buf []byte
+	caughtUp := false
 	for {
 		wake := hub.Wake()
 		evs, through, err := hub.Read(pos, &p.filter, watchPageEvents)
@@ -213,6 +214,15 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 		pos = through + 1
 		if len(evs) == watchPageEvents {
 			continue // more is waiting; progress is sent when caught up
+		}
+		if !caughtUp {
+			// Say at once how far the stream is complete, not only at the next interval: a client that
+			// reconnects often (or whose prefix is quiet) would otherwise never learn it.
+			caughtUp = true
+			if pos-1 > progressed {
+				st.push(appendProgress(nil, pos-1), true)
+				progressed = pos - 1
+			}
 		}
 		select {
 		case <-wake:

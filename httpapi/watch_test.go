@@ -365,3 +365,16 @@ func TestLongPollOnANodeWithoutALeaderStopsWaiting(t *testing.T) {
 	resp.Body.Close()
 	assert.Less(t, time.Since(start), 30*time.Second)
 }
+
+// Once a stream has caught up it says how far it is complete right away, not at the next progress
+// interval: a watcher of a quiet prefix that reconnects often would otherwise never move past its last
+// change (found by the chaos watchers, which reconnect every few seconds).
+func TestAStreamThatCatchesUpSaysHowFarItIsCompleteAtOnce(t *testing.T) {
+	rg := newWatchRig(t, Options{WatchProgressInterval: time.Hour})
+	i := rg.put(t, "k", "1")
+	last := rg.put(t, "other", "x")
+	c := rg.watch(t, "key=k&index="+strconv.FormatUint(i, 10), nil)
+	assert.Equal(t, i, c.nextChange(t).Index)
+	p := c.nextOf(t, "progress")
+	assert.EqualValues(t, last, p["index"])
+}
