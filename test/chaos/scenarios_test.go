@@ -192,8 +192,9 @@ func runScenario(t *testing.T, sc scenario) {
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()
-	s.w = StartWorkload(c, WorkloadConfig{Clients: 4, Keys: 3, Window: 5 * time.Second, LedgerClients: 2, Seed: seed})
+	s.w = StartWorkload(c, WorkloadConfig{Clients: 4, Keys: 3, Window: 5 * time.Second, LedgerClients: 2, LedgerWatchers: 2, Seed: seed})
 	defer s.w.Stop()
+	defer s.w.StopWatchers()
 	s.sleep(tm.warmup)
 
 	// The fault phase.
@@ -276,6 +277,16 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 	t.Logf("ledger: %d acknowledged writes all present=%t; %d indeterminate, %d of them applied",
 		ledger.Acked, len(ledger.Lost) == 0, ledger.Indeterminate, ledger.IndeterminateFound)
+
+	// Check 2b: the ledger's watchers saw exactly its committed sequence (issue 12).
+	if res.RecoveryS >= 0 {
+		watch := s.w.VerifyWatchers(ledgerWait)
+		for _, p := range firstN(watch.Problems, 5) {
+			problem("watch: %s", p)
+		}
+		t.Logf("watch: %d watchers, %d events, %d reconnects, %d compacted answers, %d problems",
+			watch.Watchers, watch.Events, watch.Reconnects, watch.Compacted, len(watch.Problems))
+	}
 
 	// Check 1: the history is linearizable.
 	res.OpsOK, res.OpsFailed, res.OpsIndeterminate = s.w.ok.Load(), s.w.failed.Load(), s.w.indeterminate.Load()

@@ -29,7 +29,9 @@ type WorkloadConfig struct {
 	Window time.Duration
 	// LedgerClients write unique keys once each; every acknowledged one must survive.
 	LedgerClients int
-	Seed          uint64
+	// LedgerWatchers watch the ledger through random nodes (VerifyWatchers checks what they saw).
+	LedgerWatchers int
+	Seed           uint64
 }
 
 // Workload is the concurrent load the suite runs from the host against every running node.
@@ -50,6 +52,8 @@ type Workload struct {
 	latency []time.Duration // of requests with a definite answer
 	acked   map[string]ledgerWrite
 	maybe   map[string]string // ledger writes of unknown outcome: key -> value
+
+	watchers []*ledgerWatcher
 }
 
 type ledgerWrite struct {
@@ -64,6 +68,12 @@ func StartWorkload(c *Cluster, cfg WorkloadConfig) *Workload {
 	for id := 0; id < cfg.Clients; id++ {
 		lc := &linClient{w: w, id: id, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id+1))), lastMod: map[string]uint64{}}
 		w.loop(lc.step)
+	}
+	for id := 0; id < cfg.LedgerWatchers; id++ {
+		lw := &ledgerWatcher{w: w, id: id, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(2000+id))),
+			stop: make(chan struct{}), done: make(chan struct{})}
+		w.watchers = append(w.watchers, lw)
+		go lw.run()
 	}
 	for id := 0; id < cfg.LedgerClients; id++ {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(1000+id)))
