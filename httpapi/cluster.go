@@ -104,23 +104,35 @@ func invalidRequest(msg string) error {
 	return &apiError{http.StatusBadRequest, codeInvalidRequest, msg}
 }
 
-// handleLeave serves POST /v1/cluster/leave: this node leaves the cluster gracefully. The body is ignored.
+// handleLeave serves POST /v1/cluster/leave[?force=true]: this node leaves the cluster gracefully. The
+// body is ignored. Without force, a leave that would lose the quorum is refused (409 would_lose_quorum).
 func (s *server) handleLeave(w http.ResponseWriter, r *http.Request) {
-	if err := s.store.Leave(r.Context()); err != nil {
+	force, err := forceParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.store.Leave(r.Context(), force); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, leftOK)
 }
 
-// handleRemoveMember serves DELETE /v1/cluster/members/{id}: an operator removes a (failed) member.
+// handleRemoveMember serves DELETE /v1/cluster/members/{id}[?force=true]: an operator removes a (failed)
+// member. Without force, a removal that would lose the quorum is refused (409 would_lose_quorum).
 func (s *server) handleRemoveMember(w http.ResponseWriter, r *http.Request, escapedID string) {
 	id, err := s.memberFromPath(escapedID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.store.RemoveMember(r.Context(), id); err != nil {
+	force, err := forceParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.store.RemoveMember(r.Context(), id, force); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -129,6 +141,19 @@ func (s *server) handleRemoveMember(w http.ResponseWriter, r *http.Request, esca
 	b = appendJSONString(b, id)
 	b = append(b, '}')
 	writeJSON(w, http.StatusOK, b)
+}
+
+// forceParam reads ?force=, absent meaning false.
+func forceParam(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("force")
+	if v == "" {
+		return false, nil
+	}
+	force, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &apiError{http.StatusBadRequest, codeInvalidParameter, "force must be true or false"}
+	}
+	return force, nil
 }
 
 func (s *server) memberFromPath(escaped string) (string, error) {

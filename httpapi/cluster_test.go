@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -111,4 +112,19 @@ func TestRemoveMember(t *testing.T) {
 		requireError(t, hs.do(t, http.MethodDelete, path, nil), http.StatusBadRequest, "invalid_request")
 	}
 	assert.Equal(t, []string{"n2", "node a/1"}, hs.store.removed)
+}
+
+func TestRemovalThatWouldLoseTheQuorumIs409UnlessForced(t *testing.T) {
+	hs := newHarness(t, Options{})
+	hs.store.errs["RemoveMember"] = fmt.Errorf("remove member %q: %w", "n2", store.ErrWouldLoseQuorum)
+	hs.store.errs["Leave"] = fmt.Errorf("leave: %w", store.ErrWouldLoseQuorum)
+	requireError(t, hs.do(t, http.MethodDelete, "/v1/cluster/members/n2", nil), http.StatusConflict, "would_lose_quorum")
+	requireError(t, hs.do(t, http.MethodPost, "/v1/cluster/leave", nil), http.StatusConflict, "would_lose_quorum")
+	requireError(t, hs.do(t, http.MethodDelete, "/v1/cluster/members/n2?force=maybe", nil), http.StatusBadRequest, "invalid_parameter")
+
+	hs.store.errs = map[string]error{}
+	var got map[string]string
+	requireJSON(t, hs.do(t, http.MethodDelete, "/v1/cluster/members/n2?force=true", nil), &got)
+	requireJSON(t, hs.do(t, http.MethodPost, "/v1/cluster/leave?force=1", nil), &map[string]bool{})
+	assert.Equal(t, []bool{false, false, true, true}, hs.store.forced)
 }

@@ -34,6 +34,7 @@ const (
 	codeCompacted        = "compacted"
 	codeTooManyWatches   = "too_many_watches"
 	codeLagging          = "lagging"
+	codeWouldLoseQuorum  = "would_lose_quorum"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
@@ -56,6 +57,7 @@ var errorTable = []struct {
 	{store.ErrIndeterminate, http.StatusServiceUnavailable, codeIndeterminate},
 	{watch.ErrCompacted, http.StatusGone, codeCompacted},
 	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
+	{store.ErrWouldLoseQuorum, http.StatusConflict, codeWouldLoseQuorum},
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
 	{store.ErrInvalidArchive, http.StatusBadRequest, codeInvalidArchive},

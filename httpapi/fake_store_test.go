@@ -34,6 +34,7 @@ type fakeStore struct {
 	joined   [][]string
 	left     int
 	removed  []string
+	forced   []bool // the force argument of every Leave and RemoveMember call
 	lastPre  store.Precondition
 	lastCons store.Consistency
 	waited   []uint64 // WaitIndex calls
@@ -218,9 +219,10 @@ func (f *fakeStore) Join(ctx context.Context, addrs []string) error {
 	return nil
 }
 
-func (f *fakeStore) Leave(ctx context.Context) error {
+func (f *fakeStore) Leave(ctx context.Context, force bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.forced = append(f.forced, force)
 	if err := f.fail("Leave"); err != nil {
 		return err
 	}
@@ -228,9 +230,10 @@ func (f *fakeStore) Leave(ctx context.Context) error {
 	return nil
 }
 
-func (f *fakeStore) RemoveMember(ctx context.Context, id string) error {
+func (f *fakeStore) RemoveMember(ctx context.Context, id string, force bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.forced = append(f.forced, force)
 	if err := f.fail("RemoveMember"); err != nil {
 		return err
 	}

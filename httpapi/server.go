@@ -39,8 +39,8 @@ type Store interface {
 	WaitIndex(ctx context.Context, index uint64) error
 	Status(ctx context.Context) (store.Status, error)
 	Join(ctx context.Context, addrs []string) error
-	Leave(ctx context.Context) error
-	RemoveMember(ctx context.Context, id string) error
+	Leave(ctx context.Context, force bool) error
+	RemoveMember(ctx context.Context, id string, force bool) error
 	Ready() error
 	// Health asks every server for its state; it answers even without a leader.
 	Health(ctx context.Context) (store.Health, error)

@@ -31,6 +31,9 @@ var (
 	// ErrDataDir: the node cannot start on its data dir as it is (another node's, corrupt, in use, or
 	// partly wiped); an operator must act, and the error says how. Restarting unchanged will not help.
 	ErrDataDir = errors.New("data dir needs operator action")
+	// ErrWouldLoseQuorum: removing that voter would leave fewer answering voters than a majority of
+	// the rest; the removal was refused (operators may force it).
+	ErrWouldLoseQuorum = errors.New("removal would lose the quorum")
 	// ErrInvalid: the request is malformed in a way only the store can see (e.g. bad join address).
 	ErrInvalid = errors.New("invalid request")
 )

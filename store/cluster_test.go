@@ -330,10 +330,10 @@ func TestMembershipFollowsGossip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "v", string(e.Value))
 
-	require.ErrorIs(t, c.nodes[ids[1]].store.RemoveMember(ctx, "nope"), ErrUnknownMember)
+	require.ErrorIs(t, c.nodes[ids[1]].store.RemoveMember(ctx, "nope", false), ErrUnknownMember)
 
 	// A graceful leave removes the node from Raft.
-	require.NoError(t, n4.Leave(ctx))
+	require.NoError(t, n4.Leave(ctx, false))
 	require.Eventually(t, func() bool { return c.suffrage(c.leader(), "n4") == "absent" }, waitFor, 50*time.Millisecond)
 	c.stop("n4")
 
@@ -353,7 +353,7 @@ func TestMembershipFollowsGossip(t *testing.T) {
 		return false
 	}, waitFor, 50*time.Millisecond)
 	other := c.follower(victim, "n4")
-	require.NoError(t, c.nodes[other].store.RemoveMember(ctx, victim), "removal is forwarded to the leader")
+	require.NoError(t, c.nodes[other].store.RemoveMember(ctx, victim, false), "removal is forwarded to the leader")
 	require.Equal(t, "absent", c.suffrage(c.leader(victim, "n4"), victim))
 }
 
@@ -530,7 +530,7 @@ func TestRemovedNodeStaysOutUntilWiped(t *testing.T) {
 	require.Eventually(t, func() bool { return c.suffrage(c.leader(), "n4") == "voter" }, waitFor, 50*time.Millisecond)
 
 	// Removed while still running and gossiping: reconcile must not add it back.
-	require.NoError(t, c.nodes[c.follower("n4")].store.RemoveMember(ctx, "n4"))
+	require.NoError(t, c.nodes[c.follower("n4")].store.RemoveMember(ctx, "n4", false))
 	// Never abandons its last condition goroutine when the window ends, so the condition touches
 	// only this store and nothing the test changes afterwards (stop rewrites c.nodes).
 	watcher := c.nodes[c.leader("n4")].store

@@ -169,6 +169,11 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		if !inConfig {
 			return nil
 		}
+		if err := s.checkRemoval(ctx, servers, id); err != nil {
+			// It is gone either way; removing it now would only stop the rest from committing.
+			s.logger.Warn("member left, but removing it would lose the quorum; waiting for the other voters", "member", m.ID, "err", err)
+			return nil
+		}
 		s.logger.Info("member left gracefully; removing it from raft", "member", m.ID)
 		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
 	case transport.StateAlive:
@@ -203,7 +208,13 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		return s.recordDataID(m.ID, m.DataID)
 	case hasRecord && recorded != m.DataID:
 		// Same id, different data dir: the node lost the log it had acknowledged. Counting it as the
-		// voter it was could lose committed writes, so it goes out and comes back as a new member.
+		// voter it was could lose committed writes, so it goes out and comes back as a new member. Not
+		// while that would lose the quorum: until it is admitted it does not vote (admission.go), and
+		// what it acknowledges meanwhile it has, since the leader sends it the whole log.
+		if err := s.checkRemoval(ctx, servers, id); err != nil {
+			s.logger.Warn("member came back with a wiped data dir, but removing it would lose the quorum; waiting", "member", m.ID, "err", err)
+			return nil
+		}
 		s.logger.Warn("member came back with a wiped data dir; removing it to re-add it fresh", "member", m.ID, "readd_after", readdDelay)
 		s.wipedRemovedAt[m.ID] = time.Now()
 		return s.raft.RemoveServer(id, 0, membershipChangeTimeout).Error()
@@ -368,13 +379,31 @@ func (s *Store) Join(ctx context.Context, addrs []string) error {
 // Leave departs the cluster gracefully: leadership is handed over first if this node leads, then gossip
 // announces the departure and the leader removes this node from Raft. The process keeps running until
 // stopped, no longer a member.
-func (s *Store) Leave(ctx context.Context) error {
+//
+// Unless force is set, a leave that would leave the other voters short of a majority that answers is
+// refused with ErrWouldLoseQuorum. Forced, the node removes itself from the configuration through the
+// leader before it leaves gossip, so that the removal happens even though it loses the quorum.
+func (s *Store) Leave(ctx context.Context, force bool) error {
+	if !force {
+		servers, err := s.configuration()
+		if err != nil {
+			return err
+		}
+		if err := s.checkRemoval(ctx, servers, raft.ServerID(s.cfg.NodeID)); err != nil {
+			return fmt.Errorf("leave: %w", err)
+		}
+	}
 	if s.isLeader() {
 		servers, err := s.configuration()
 		if err == nil && len(servers) > 1 {
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				return fmt.Errorf("hand over leadership before leaving: %w", err)
 			}
+		}
+	}
+	if force {
+		if err := s.RemoveMember(ctx, s.cfg.NodeID, true); err != nil && !errors.Is(err, ErrUnknownMember) {
+			return fmt.Errorf("leave: %w", err)
 		}
 	}
 	if err := s.gossip.Leave(5 * time.Second); err != nil {
@@ -385,14 +414,20 @@ func (s *Store) Leave(ctx context.Context) error {
 }
 
 // RemoveMember removes a node from the Raft configuration (the leader does it; followers forward).
-func (s *Store) RemoveMember(ctx context.Context, id string) error {
+// Unless force is set, a removal that would leave the remaining voters short of an answering majority
+// is refused with ErrWouldLoseQuorum.
+func (s *Store) RemoveMember(ctx context.Context, id string, force bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) error {
 		if local {
-			return s.removeLocal(id)
+			return s.removeLocal(ctx, id, force)
 		}
-		resp, err := s.rpc.Call(ctx, addr, rpcRemove, []byte(id))
+		method := rpcRemove
+		if force {
+			method = rpcRemoveForce
+		}
+		resp, err := s.rpc.Call(ctx, addr, method, []byte(id))
 		if err != nil {
 			if retryWrite(err) {
 				return err
@@ -408,7 +443,7 @@ func (s *Store) RemoveMember(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s *Store) removeLocal(id string) error {
+func (s *Store) removeLocal(ctx context.Context, id string, force bool) error {
 	if !s.isLeader() {
 		return errNotLeader
 	}
@@ -418,6 +453,13 @@ func (s *Store) removeLocal(id string) error {
 	}
 	if _, ok := servers[raft.ServerID(id)]; !ok {
 		return fmt.Errorf("%w: %q is not in the raft configuration", ErrUnknownMember, id)
+	}
+	if !force {
+		if err := s.checkRemoval(ctx, servers, raft.ServerID(id)); err != nil {
+			return err
+		}
+	} else {
+		s.logger.Warn("forced removal: not checking the quorum", "member", id)
 	}
 	if dataID := s.memberDataID(id); dataID != "" {
 		if err := s.recordDataID(id, removedRecord(dataID)); err != nil {

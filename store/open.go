@@ -312,7 +312,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.cfg.LeaveOnTerminate {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-			if err := s.Leave(ctx); err != nil {
+			if err := s.Leave(ctx, false); err != nil {
 				s.logger.Warn("graceful leave failed; the node will be seen as failed", "err", err)
 			}
 			cancel()

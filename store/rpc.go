@@ -14,8 +14,11 @@ const (
 	rpcApplyBatch = "applybatch" // req: frames of encoded fsm.Commands; resp: frames of apply results
 	rpcReadIndex  = "readindex"  // resp: a read index confirmed by a quorum
 	rpcApplied    = "applied"    // resp: the callee's applied index (caught-up checks)
-	rpcRemove     = "remove"     // req: member id
-	rpcHealth     = "health"     // resp: the callee's term, last and applied index, last leader contact
+	rpcRemove     = "remove"     // req: member id; refused if it would lose the quorum
+	// rpcRemoveForce: req: member id; removed whatever the quorum. A leader of an earlier build does not
+	// know it and answers with an error, so a forced removal needs an upgraded leader.
+	rpcRemoveForce = "remove-force"
+	rpcHealth      = "health" // resp: the callee's term, last and applied index, last leader contact
 )
 
 // errNotLeader means "ask the current leader instead": the request had no effect.
@@ -29,7 +32,8 @@ var errLeaderNotReady = errors.New("leader not ready for reads yet")
 var wireErrors = []error{
 	nil, errNotLeader, errLeaderNotReady, ErrIndeterminate, ErrTimeout, ErrShuttingDown,
 	ErrUnknownMember, ErrInvalid, ErrNoLeader,
-	ErrNotReady, // appended: an older node reads an unknown code as errRemote
+	ErrNotReady,        // appended: an older node reads an unknown code as errRemote
+	ErrWouldLoseQuorum, // appended
 }
 
 var errRemote = errors.New("leader failed the request")
@@ -141,8 +145,8 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		return encodeResponse(nil, binary.AppendUvarint(nil, s.fsm.AppliedIndex())), nil
 	case rpcHealth:
 		return encodeResponse(nil, encodeStats(s.localStats())), nil
-	case rpcRemove:
-		return encodeResponse(s.removeLocal(string(req)), nil), nil
+	case rpcRemove, rpcRemoveForce:
+		return encodeResponse(s.removeLocal(ctx, string(req), method == rpcRemoveForce), nil), nil
 	default:
 		return nil, fmt.Errorf("unknown rpc method %q", method)
 	}

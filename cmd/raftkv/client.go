@@ -32,15 +32,16 @@ const (
 
 // Error codes the client treats specially (docs/design.md has the full table).
 const (
-	codeKeyNotFound   = "key_not_found"
-	codeUnknownMember = "unknown_member"
-	codeCASMismatch   = "cas_mismatch"
-	codeIndeterminate = "indeterminate"
-	codeNoLeader      = "no_leader"
-	codeNotReady      = "not_ready"
-	codeNotLeader     = "not_leader"
-	codeTimeout       = "timeout"
-	codeShuttingDown  = "shutting_down"
+	codeKeyNotFound     = "key_not_found"
+	codeUnknownMember   = "unknown_member"
+	codeCASMismatch     = "cas_mismatch"
+	codeWouldLoseQuorum = "would_lose_quorum"
+	codeIndeterminate   = "indeterminate"
+	codeNoLeader        = "no_leader"
+	codeNotReady        = "not_ready"
+	codeNotLeader       = "not_leader"
+	codeTimeout         = "timeout"
+	codeShuttingDown    = "shutting_down"
 )
 
 var (
@@ -572,15 +573,22 @@ func (c *client) join(ctx context.Context, gossipAddr string) error {
 }
 
 // leave asks the node to leave the cluster gracefully.
-func (c *client) leave(ctx context.Context) error {
-	_, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/cluster/leave", body: []byte{}, write: true})
+func (c *client) leave(ctx context.Context, force bool) error {
+	_, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/cluster/leave" + forceQuery(force), body: []byte{}, write: true})
 	return err
 }
 
 // removeMember removes a member from the Raft configuration.
-func (c *client) removeMember(ctx context.Context, id string) error {
-	_, err := c.do(ctx, call{method: http.MethodDelete, path: "/v1/cluster/members/" + url.PathEscape(id), write: true})
+func (c *client) removeMember(ctx context.Context, id string, force bool) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: "/v1/cluster/members/" + url.PathEscape(id) + forceQuery(force), write: true})
 	return err
+}
+
+func forceQuery(force bool) string {
+	if force {
+		return "?force=true"
+	}
+	return ""
 }
 
 // ready asks the first node once, without retrying, whether it is ready (GET /readyz is 200).

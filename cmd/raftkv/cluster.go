@@ -168,9 +168,14 @@ func runClusterLeave(ctx context.Context, args []string, _ io.Reader, stdout, st
 	fs := newFlagSet("cluster leave", "cluster leave --addr host:port", `
 Make the --addr node leave the cluster gracefully: it hands over leadership if it leads, is removed from
 the Raft configuration, and leaves gossip. Exactly one --addr is accepted, so that a default address
-list cannot make a whole cluster leave.`)
+list cannot make a whole cluster leave.
+
+A leave that would leave the other voters without an answering majority (another voter is down) is
+refused (exit status 1, code would_lose_quorum): bring that voter back or remove it first. --force
+leaves anyway, and the cluster stops committing until enough voters return.`)
 	var cf clientFlags
 	cf.register(fs)
+	force := fs.Bool("force", false, "leave even if the remaining voters would lose their quorum")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -190,7 +195,7 @@ list cannot make a whole cluster leave.`)
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
-	if err := c.leave(ctx); err != nil {
+	if err := c.leave(ctx, *force); err != nil {
 		return fail(stderr, fmt.Errorf("cluster leave on %s: %w", nodes[0], err))
 	}
 	fmt.Fprintf(stdout, "%s: left the cluster\n", nodes[0])
@@ -201,9 +206,12 @@ func runClusterRemove(ctx context.Context, args []string, _ io.Reader, stdout, s
 	fs := newFlagSet("cluster remove", "cluster remove [flags] ID", `
 Remove member ID from the Raft configuration, through any --addr node. Use it for a node that failed
 and will not come back: a failed node stays a voter (and counts towards the quorum) until removed.
-An unknown ID is exit status 1.`)
+An unknown ID is exit status 1. A removal that would leave the remaining voters without an answering
+majority (another voter is down too) is refused, exit status 1 (code would_lose_quorum): remove the
+dead voters first, or --force it.`)
 	var cf clientFlags
 	cf.register(fs)
+	force := fs.Bool("force", false, "remove even if the remaining voters would lose their quorum")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -216,7 +224,7 @@ An unknown ID is exit status 1.`)
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
-	if err := c.removeMember(ctx, pos[0]); err != nil {
+	if err := c.removeMember(ctx, pos[0], *force); err != nil {
 		return fail(stderr, fmt.Errorf("cluster remove %q: %w", pos[0], err))
 	}
 	fmt.Fprintf(stdout, "removed %s\n", pos[0])

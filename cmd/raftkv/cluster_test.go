@@ -130,3 +130,15 @@ func TestClusterRemove(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "code unknown_member")
 }
+
+func TestClusterRemoveRefusedForTheQuorumUnlessForced(t *testing.T) {
+	t.Parallel()
+	f, addr := newFakeAPI(t)
+	f.setStatus(threeNodeStatus())
+	code, _, errOut := cli(t, "", "cluster", "remove", "node2", "--addr", addr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "code would_lose_quorum")
+	code, out, errOut := cli(t, "", "cluster", "remove", "--force", "node2", "--addr", addr)
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "removed node2\n", out)
+}

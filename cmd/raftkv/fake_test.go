@@ -123,6 +123,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeFakeError(w, 404, "unknown_member", "unknown member", nil)
 			return
 		}
+		if id == "node2" && r.URL.Query().Get("force") != "true" {
+			writeFakeError(w, 409, "would_lose_quorum", "removal would lose the quorum", nil)
+			return
+		}
 		f.removed = append(f.removed, id)
 		w.Write([]byte(`{"removed":true}`))
 	case path == "/readyz":

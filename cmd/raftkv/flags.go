@@ -177,7 +177,8 @@ func exitCode(err error) int {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		switch {
-		case ae.code == codeKeyNotFound || ae.code == codeUnknownMember || ae.code == codeCASMismatch:
+		case ae.code == codeKeyNotFound || ae.code == codeUnknownMember || ae.code == codeCASMismatch ||
+			ae.code == codeWouldLoseQuorum:
 			return exitNotFound
 		case ae.status == 400 || ae.status == 413:
 			return exitUsage

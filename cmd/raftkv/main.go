@@ -65,7 +65,8 @@ Environment:
   RAFTKV_ADDR   default for --addr
 
 Exit status:
-  0 ok; 1 key not found, unknown member, or cas failed; 2 usage error or request rejected as invalid;
+  0 ok; 1 key not found, unknown member, cas failed, or a removal refused because it would lose the
+  quorum; 2 usage error or request rejected as invalid;
   3 unavailable, timed out, write outcome unknown, or any other error
 
 Example:
