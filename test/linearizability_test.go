@@ -1,8 +1,6 @@
 package test
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -57,7 +55,7 @@ func (lc *linClient) step(keys []string) {
 		in = lincheck.Input{Kind: lincheck.Get, Key: key}
 		send = func() *harness.Response { return node.Get(key) }
 		if lc.rng.IntN(4) == 0 { // a read-only transaction is a linearizable read too
-			send = func() *harness.Response { return txnGet(node, key) }
+			send = func() *harness.Response { return node.TxnGet(key) }
 		}
 	case p < 65:
 		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value}
@@ -70,7 +68,7 @@ func (lc *linClient) step(keys []string) {
 		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value, CAS: true, Expected: expected}
 		send = func() *harness.Response { return node.CAS(key, expected, []byte(value)) }
 		if lc.rng.IntN(2) == 0 { // the same cas as a transaction: its outcome must fit the same history
-			send = func() *harness.Response { return txnCAS(node, key, expected, value) }
+			send = func() *harness.Response { return node.TxnCAS(key, expected, []byte(value)) }
 		}
 	default:
 		if expected := lc.lastMod[key]; expected != 0 && lc.rng.IntN(2) == 0 {
@@ -224,58 +222,4 @@ func requireRejectsMutations(t *testing.T, history []porcupine.Operation) {
 		res := porcupine.CheckOperationsTimeout(lincheck.Model, h, linCheckTimeout)
 		require.Equal(t, porcupine.Illegal, res, "the checker must reject a mutated read %+v", out)
 	}
-}
-
-// txnCAS sends a cas put as a transaction, {compare mod_index = expected; put; else get}, and dresses
-// its answer as the cas route's: 200 with the index, or 409 cas_mismatch with the current index.
-func txnCAS(node *harness.Client, key string, expected uint64, value string) *harness.Response {
-	body := fmt.Sprintf(`{"compare":[{"key":%q,"target":"mod_index","op":"=","value":%d}],`+
-		`"success":[{"op":"put","key":%q,"value":%q}],"failure":[{"op":"get","key":%q}]}`,
-		key, expected, key, base64.StdEncoding.EncodeToString([]byte(value)), key)
-	r := node.Do(http.MethodPost, "/v1/txn", []byte(body))
-	if r.Err != nil || r.Status != http.StatusOK {
-		return r
-	}
-	var ans struct {
-		Succeeded bool `json:"succeeded"`
-		Results   []struct {
-			Found    bool   `json:"found"`
-			ModIndex uint64 `json:"mod_index"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(r.Body, &ans); err != nil || (!ans.Succeeded && len(ans.Results) != 1) {
-		r.Err = fmt.Errorf("bad txn answer %q: %v", r.Body, err)
-		return r
-	}
-	if !ans.Succeeded {
-		r.Status, r.Code, r.CurrentIndex = http.StatusConflict, "cas_mismatch", ans.Results[0].ModIndex
-	}
-	return r
-}
-
-// txnGet reads a key with a read-only transaction and dresses the answer as GET /v1/kv/{key}'s.
-func txnGet(node *harness.Client, key string) *harness.Response {
-	r := node.Do(http.MethodPost, "/v1/txn", []byte(fmt.Sprintf(`{"success":[{"op":"get","key":%q}]}`, key)))
-	if r.Err != nil || r.Status != http.StatusOK {
-		return r
-	}
-	var ans struct {
-		Results []struct {
-			Found       bool   `json:"found"`
-			Value       []byte `json:"value"`
-			ModIndex    uint64 `json:"mod_index"`
-			CreateIndex uint64 `json:"create_index"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal(r.Body, &ans); err != nil || len(ans.Results) != 1 {
-		r.Err = fmt.Errorf("bad txn answer %q: %v", r.Body, err)
-		return r
-	}
-	g := ans.Results[0]
-	if !g.Found {
-		r.Status, r.Code = http.StatusNotFound, "key_not_found"
-		return r
-	}
-	r.Body, r.ModIndex, r.CreateIndex = g.Value, g.ModIndex, g.CreateIndex
-	return r
 }

@@ -180,6 +180,9 @@ func (lc *linClient) step() bool {
 	case p < 40:
 		in = lincheck.Input{Kind: lincheck.Get, Key: key}
 		send = func() *harness.Response { return cl.Get(key) }
+		if lc.rng.IntN(4) == 0 { // a read-only transaction is a linearizable read too
+			send = func() *harness.Response { return cl.TxnGet(key) }
+		}
 	case p < 65:
 		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value}
 		send = func() *harness.Response { return cl.Put(key, []byte(value)) }
@@ -190,6 +193,9 @@ func (lc *linClient) step() bool {
 		}
 		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value, CAS: true, Expected: expected}
 		send = func() *harness.Response { return cl.CAS(key, expected, []byte(value)) }
+		if lc.rng.IntN(2) == 0 { // the same cas as a transaction: its outcome must fit the same history
+			send = func() *harness.Response { return cl.TxnCAS(key, expected, []byte(value)) }
+		}
 	default:
 		if expected := lc.lastMod[key]; expected != 0 && lc.rng.IntN(2) == 0 {
 			in = lincheck.Input{Kind: lincheck.Delete, Key: key, CAS: true, Expected: expected}

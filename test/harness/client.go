@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -370,4 +371,59 @@ func (c *Client) Leave() *Response { return c.Do(http.MethodPost, "/v1/cluster/l
 // RemoveMember asks the node to remove member id from the cluster.
 func (c *Client) RemoveMember(id string) *Response {
 	return c.Do(http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(id), nil)
+}
+
+// TxnCAS sends a cas put as a transaction, {compare mod_index = expected; put; else get}, and dresses
+// its answer as the cas route's: 200 with the index, or 409 cas_mismatch with the current index, so
+// that it fits the same checks.
+func (c *Client) TxnCAS(key string, expected uint64, value []byte) *Response {
+	body := fmt.Sprintf(`{"compare":[{"key":%q,"target":"mod_index","op":"=","value":%d}],`+
+		`"success":[{"op":"put","key":%q,"value":%q}],"failure":[{"op":"get","key":%q}]}`,
+		key, expected, key, base64.StdEncoding.EncodeToString(value), key)
+	r := c.Do(http.MethodPost, "/v1/txn", []byte(body))
+	if r.Err != nil || r.Status != http.StatusOK {
+		return r
+	}
+	var ans struct {
+		Succeeded bool `json:"succeeded"`
+		Results   []struct {
+			Found    bool   `json:"found"`
+			ModIndex uint64 `json:"mod_index"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(r.Body, &ans); err != nil || (!ans.Succeeded && len(ans.Results) != 1) {
+		r.Err = fmt.Errorf("bad txn answer %q: %v", r.Body, err)
+		return r
+	}
+	if !ans.Succeeded {
+		r.Status, r.Code, r.CurrentIndex = http.StatusConflict, "cas_mismatch", ans.Results[0].ModIndex
+	}
+	return r
+}
+
+// TxnGet reads a key with a read-only transaction and dresses the answer as GET /v1/kv/{key}'s.
+func (c *Client) TxnGet(key string) *Response {
+	r := c.Do(http.MethodPost, "/v1/txn", []byte(fmt.Sprintf(`{"success":[{"op":"get","key":%q}]}`, key)))
+	if r.Err != nil || r.Status != http.StatusOK {
+		return r
+	}
+	var ans struct {
+		Results []struct {
+			Found       bool   `json:"found"`
+			Value       []byte `json:"value"`
+			ModIndex    uint64 `json:"mod_index"`
+			CreateIndex uint64 `json:"create_index"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(r.Body, &ans); err != nil || len(ans.Results) != 1 {
+		r.Err = fmt.Errorf("bad txn answer %q: %v", r.Body, err)
+		return r
+	}
+	g := ans.Results[0]
+	if !g.Found {
+		r.Status, r.Code = http.StatusNotFound, "key_not_found"
+		return r
+	}
+	r.Body, r.ModIndex, r.CreateIndex = g.Value, g.ModIndex, g.CreateIndex
+	return r
 }
