@@ -91,3 +91,36 @@ func TestWatchExitsOnCompacted(t *testing.T) {
 	assert.Contains(t, errOut.String(), "compacted")
 	assert.Contains(t, errOut.String(), "list again")
 }
+
+func TestTxnPrintsTheAnswerAndExitsByOutcome(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	succeeded := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := new(bytes.Buffer)
+		b.ReadFrom(r.Body)
+		mu.Lock()
+		bodies = append(bodies, r.URL.Path+"?"+r.URL.RawQuery+" "+b.String())
+		ok := succeeded
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"succeeded":%t,"index":7,"results":[]}`, ok)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	txn := `{"compare":[{"key":"k","target":"exists","op":"=","value":false}],"success":[{"op":"put","key":"k","value":"eA=="}]}`
+
+	code, out, errOut := cli(t, txn, "txn", "--addr", addr)
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, `{"succeeded":true,"index":7,"results":[]}`+"\n", out)
+	mu.Lock()
+	assert.Equal(t, []string{"/v1/txn? " + txn}, bodies)
+	succeeded = false
+	mu.Unlock()
+
+	code, _, _ = cli(t, txn, "txn", "--addr", addr, "-")
+	assert.Equal(t, exitNotFound, code, "the failure branch ran")
+
+	code, _, errOut = cli(t, "not json", "txn", "--addr", addr)
+	assert.Equal(t, exitUsage, code, errOut)
+}
