@@ -47,7 +47,8 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 	body, _ := io.ReadAll(rec.Body)
 	text := string(body)
 	for _, want := range []string{
-		"raftkv_server_has_leader 1", "raftkv_server_is_leader 0", "raftkv_server_term 7",
+		"raftkv_server_has_leader 1", "raftkv_server_is_leader 0", "raftkv_server_ready 0",
+		"raftkv_server_integrity_failed 0", "raftkv_server_term 7",
 		"raftkv_server_commit_index 42", "raftkv_store_keys 3", "raftkv_store_bytes 99",
 		`raftkv_cluster_raft_servers{suffrage="voter"} 3`, `raftkv_cluster_gossip_members{state="dead"} 1`,
 		"raftkv_server_write_batch_size_count 1", `raftkv_network_forward_duration_seconds_count{result="error"} 1`,

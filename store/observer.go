@@ -43,6 +43,8 @@ func (nopObserver) SnapshotPersisted(time.Duration, int64) {}
 // MetricsState is what a metrics collector reads from the node when it is scraped.
 type MetricsState struct {
 	HasLeader, IsLeader bool
+	Ready               bool // what /readyz says
+	IntegrityFailed     bool // the node stopped on a log entry that failed its checksum (Failure)
 	Term                uint64
 	CommitIndex         uint64
 	AppliedIndex        uint64 // raft's applied index
@@ -62,6 +64,8 @@ func (s *Store) Metrics() MetricsState {
 	m := MetricsState{
 		HasLeader:        leader != "",
 		IsLeader:         s.isLeader(),
+		Ready:            s.Ready() == nil,
+		IntegrityFailed:  s.Failure() != nil,
 		Term:             s.raft.CurrentTerm(),
 		CommitIndex:      s.raft.CommitIndex(),
 		AppliedIndex:     s.raft.AppliedIndex(),
