@@ -18,9 +18,14 @@ const (
 	// OpNoop changes nothing. A new leader commits one so that its term has an entry the FSM sees,
 	// which linearizable reads wait for.
 	OpNoop Op = 4
+	// OpIdempotent wraps a client write with an idempotency key (see idempotent.go). Ops 10–13 are
+	// idempotency's; only 10 is used. It is proposed only once every member applies FormatSealed.
+	OpIdempotent Op = 10
 )
 
-func (o Op) valid() bool { return (o >= OpPut && o <= OpNoop) || o == OpTxn }
+func (o Op) valid() bool {
+	return (o >= OpPut && o <= OpNoop) || o == OpTxn || o == OpIdempotent
+}
 
 func (o Op) String() string {
 	switch o {
@@ -34,6 +39,8 @@ func (o Op) String() string {
 		return "noop"
 	case OpTxn:
 		return "txn"
+	case OpIdempotent:
+		return "idempotent"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }

@@ -25,6 +25,11 @@ type Result struct {
 	Current   uint64     // on CASFailed: the key's current ModIndex (0 if absent)
 	Txn       *TxnResult // OpTxn: which branch ran and each op's result
 	Err       error      // command could not be decoded (wraps ErrInvalidCommand); nothing changed
+	// Replayed: an OpIdempotent whose key was already recorded for the same request; the other fields
+	// are the first application's outcome, and nothing changed now.
+	Replayed bool
+	// KeyReused: an OpIdempotent whose key was recorded for a different request; nothing changed.
+	KeyReused bool
 }
 
 // FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
@@ -33,6 +38,7 @@ type FSM struct {
 	mu      sync.RWMutex // guards tree and members, and orders writes to lastWrite
 	tree    *btree.BTreeG[Entry]
 	members map[string]string // member id → data-dir id
+	dedup   dedupTable        // idempotency key → outcome
 	// lastWrite is the index of the last write applied. Write indexes are unique across the store and
 	// increase in log order: a command gets max(lastWrite+1, its entry's raft index), so the only
 	// command of an entry gets the entry's raft index, and the commands of a batch consecutive ones.
@@ -83,7 +89,7 @@ var (
 
 // New returns an empty FSM at applied index 0.
 func New() *FSM {
-	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{})}
+	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{}), dedup: newDedupTable()}
 }
 
 // Halted is closed when the FSM stops applying because an entry failed its checksum; Corrupt says which.
@@ -173,8 +179,16 @@ func (f *FSM) applyBatch(index uint64, data []byte) interface{} {
 }
 
 // applyLocked applies a decoded command other than OpNoop, carried by the entry at raft index
-// logIndex, and gives it the next write index. f.mu is held.
+// logIndex. f.mu is held.
 func (f *FSM) applyLocked(logIndex uint64, cmd Command) Result {
+	if cmd.Op == OpIdempotent {
+		return f.applyIdempotentLocked(logIndex, cmd)
+	}
+	return f.applyWriteLocked(logIndex, cmd)
+}
+
+// applyWriteLocked applies a put, delete or set-member and gives it the next write index. f.mu is held.
+func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 	index := max(f.lastWrite.Load()+1, logIndex)
 	res := Result{Index: index}
 	var changes []Change

@@ -15,23 +15,29 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format, version 2 (integers are uvarints unless stated):
+// Snapshot format, version 3 (integers are uvarints unless stated):
 //
 //	magic        7 bytes  "RKVSNAP"
-//	version      1 byte   = 2
+//	version      1 byte   = 3
 //	applied      8 bytes  big-endian: the FSM's applied index at the snapshot
 //	last write   8 bytes  big-endian: the index of the last write applied
 //	members      count, then per member in id order: id, data id (each length-prefixed)
 //	entries      count, then per entry in key order: key, value (each length-prefixed),
 //	             CreateIndex, ModIndex
+//	dedup clock  8 bytes  big-endian: the idempotency records' clock (leader Unix milliseconds)
+//	dedup        count, then per record oldest first: idempotency key (length-prefixed), request
+//	             sum (16 bytes), recorded at (8 bytes big-endian), index, current, flags (1 byte:
+//	             bit 0 deleted, bit 1 cas failed)
 //	crc          4 bytes  big-endian CRC-32C of every byte before it
 //
-// Version 1 lacks the last write index; it was written when every write had its own entry, so its
-// applied index stands in for it. The same state always produces the same bytes (members are
+// Version 2 lacks the dedup clock and records (it was written before idempotency keys, so it has
+// none). Version 1 also lacks the last write index; it was written when every write had its own
+// entry, so its applied index stands in for it. The same state always produces the same bytes (members are
 // sorted, the tree is ordered).
 const (
 	snapshotMagic     = "RKVSNAP"
-	snapshotVersion   = 2
+	snapshotVersion   = 3
+	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 )
 
@@ -50,6 +56,7 @@ type snapshot struct {
 	lastWrite uint64
 	members   map[string]string
 	tree      *btree.BTreeG[Entry]
+	dedup     dedupTable // records are never modified once added, so sharing them is safe
 }
 
 // Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
@@ -69,6 +76,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		lastWrite: f.lastWrite.Load(),
 		members:   maps.Clone(f.members),
 		tree:      f.tree.Clone(),
+		dedup:     dedupTable{clock: f.dedup.clock, order: slices.Clone(f.dedup.order)},
 	}, nil
 }
 
@@ -111,6 +119,24 @@ func (s *snapshot) write(w io.Writer) error {
 		sw.uvarint(e.ModIndex)
 		return sw.err == nil
 	})
+
+	sw.write(binary.BigEndian.AppendUint64(nil, uint64(s.dedup.clock)))
+	sw.uvarint(uint64(len(s.dedup.order)))
+	for _, r := range s.dedup.order {
+		sw.string(r.key)
+		sw.write(r.sum[:])
+		sw.write(binary.BigEndian.AppendUint64(nil, uint64(r.at)))
+		sw.uvarint(r.res.Index)
+		sw.uvarint(r.res.Current)
+		var flags byte
+		if r.res.Deleted {
+			flags |= 1
+		}
+		if r.res.CASFailed {
+			flags |= 2
+		}
+		sw.write([]byte{flags})
+	}
 
 	// Flush before reading the checksum: crc sees bytes only as the buffer drains into it.
 	if sw.err == nil {
@@ -168,7 +194,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	size := treeSize(s.tree)
 	f.mu.Lock()
-	f.tree, f.members = s.tree, s.members
+	f.tree, f.members, f.dedup = s.tree, s.members, s.dedup
 	f.bytes.Store(size)
 	f.lastWrite.Store(s.lastWrite)
 	if f.sink != nil {
@@ -190,16 +216,17 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, fmt.Errorf("%w: bad magic %q, not a raftkv snapshot", ErrInvalidSnapshot, header[:len(snapshotMagic)])
 	}
 	version := header[len(snapshotMagic)]
-	if version != snapshotVersion && version != snapshotVersionV1 {
+	if version != snapshotVersion && version != snapshotVersionV2 && version != snapshotVersionV1 {
 		return nil, fmt.Errorf("%w: unknown format version %d (want %d)", ErrInvalidSnapshot, version, snapshotVersion)
 	}
 	s := &snapshot{
 		applied: binary.BigEndian.Uint64(header[len(snapshotMagic)+1:]),
 		members: make(map[string]string),
 		tree:    newTree(),
+		dedup:   newDedupTable(),
 	}
 	s.lastWrite = s.applied
-	if version == snapshotVersion {
+	if version >= snapshotVersionV2 {
 		b := make([]byte, 8)
 		if err := sr.full(b); err != nil {
 			return nil, fmt.Errorf("read last write index: %w", err)
@@ -240,6 +267,11 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		}
 		prev = e.Key
 		s.tree.ReplaceOrInsert(e)
+	}
+	if version >= snapshotVersion {
+		if err := sr.dedup(&s.dedup); err != nil {
+			return nil, err
+		}
 	}
 
 	want := sr.crc
@@ -354,6 +386,53 @@ func (sr *snapshotReader) entry() (Entry, error) {
 		return Entry{}, fmt.Errorf("mod index of %q: %w", e.Key, err)
 	}
 	return e, nil
+}
+
+// dedup reads the dedup clock and records of a version-3 snapshot into d.
+func (sr *snapshotReader) dedup(d *dedupTable) error {
+	b := make([]byte, 8)
+	if err := sr.full(b); err != nil {
+		return fmt.Errorf("read dedup clock: %w", err)
+	}
+	d.clock = int64(binary.BigEndian.Uint64(b))
+	n, err := sr.uvarint()
+	if err != nil {
+		return fmt.Errorf("read dedup record count: %w", err)
+	}
+	for i := range n {
+		r := &dedupRecord{}
+		if r.key, err = sr.string(); err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, err)
+		}
+		if err := sr.full(r.sum[:]); err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, err)
+		}
+		if err := sr.full(b); err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, err)
+		}
+		r.at = int64(binary.BigEndian.Uint64(b))
+		if r.res.Index, err = sr.uvarint(); err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, err)
+		}
+		if r.res.Current, err = sr.uvarint(); err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, err)
+		}
+		flags, err := sr.ReadByte()
+		if err != nil {
+			return fmt.Errorf("read dedup record %d: %w", i, truncated(err))
+		}
+		if flags&^3 != 0 {
+			return fmt.Errorf("%w: dedup record %d has unknown flags %#02x", ErrInvalidSnapshot, i, flags)
+		}
+		r.res.Deleted, r.res.CASFailed = flags&1 != 0, flags&2 != 0
+		// Records are written oldest first, each at or after the one before and under a unique key.
+		if _, dup := d.byKey[r.key]; dup || (len(d.order) > 0 && r.at < d.order[len(d.order)-1].at) {
+			return fmt.Errorf("%w: dedup record %d (%q) out of order or repeated", ErrInvalidSnapshot, i, r.key)
+		}
+		d.byKey[r.key] = r
+		d.order = append(d.order, r)
+	}
+	return nil
 }
 
 // truncated marks running out of input as a damaged snapshot; other read errors pass through.

@@ -368,10 +368,10 @@ func TestRestoreRejectsWrongMagicAndVersion(t *testing.T) {
 	body := good[:len(good)-4]
 
 	otherVersion := bytes.Clone(body)
-	otherVersion[len(snapshotMagic)] = 3
+	otherVersion[len(snapshotMagic)] = 4
 	err := target.f.Restore(io.NopCloser(bytes.NewReader(withChecksum(otherVersion))))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
-	require.ErrorContains(t, err, "unknown format version 3")
+	require.ErrorContains(t, err, "unknown format version 4")
 
 	err = target.f.Restore(io.NopCloser(strings.NewReader(`{"not":"a snapshot"}`)))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
@@ -386,8 +386,9 @@ func TestRestoreReadsVersion1(t *testing.T) {
 	a.index++
 	a.f.StoreConfiguration(a.index, raft.Configuration{})
 	body := persist(t, a.f)
-	body = body[:len(body)-4]
-	// Version 1 is version 2 without the last write index after the applied index.
+	// Version 2 is version 3 without the dedup clock and (empty) record list at the end; version 1 is
+	// version 2 without the last write index after the applied index.
+	body = body[:len(body)-4-9]
 	at := len(snapshotMagic) + 1 + 8
 	v1 := append(bytes.Clone(body[:at]), body[at+8:]...)
 	v1[len(snapshotMagic)] = snapshotVersionV1

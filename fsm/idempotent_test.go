@@ -1,0 +1,177 @@
+package fsm
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"github.com/stretchr/testify/require"
+)
+
+const testWindow = 10_000 // ms
+
+// idem applies write wrapped under idempotency key key, stamped at leader time at (ms).
+func (a *applier) idem(key string, at int64, write Command) Result {
+	return a.idemStamped(key, Stamp{Time: at, Window: testWindow, MaxKeys: 100}, write)
+}
+
+func (a *applier) idemStamped(key string, st Stamp, write Command) Result {
+	b := Idempotent(key, write.Encode()).Encode()
+	require.True(a.t, StampIdempotent(b, st))
+	return a.raw(b)
+}
+
+func putCmd(key, value string) Command { return Command{Op: OpPut, Key: key, Value: []byte(value)} }
+
+func TestIdempotentRetryReplaysTheFirstOutcome(t *testing.T) {
+	a := newApplier(t)
+	first := a.idem("req-1", 1000, putCmd("k", "v1"))
+	require.Equal(t, Result{Index: 1}, first)
+	a.put("k", "v2") // index 2: someone else wrote the key since
+
+	retry := a.idem("req-1", 2000, putCmd("k", "v1"))
+	require.Equal(t, Result{Index: 1, Replayed: true}, retry, "same index, same result, marked replayed")
+	require.Equal(t, "v2", string(a.mustGet("k").Value), "the retry did not apply again")
+	require.Equal(t, uint64(2), a.f.LastWriteIndex(), "a replay takes no write index")
+	require.Equal(t, uint64(3), a.f.AppliedIndex())
+}
+
+func TestIdempotentKeyReusedForAnotherRequestChangesNothing(t *testing.T) {
+	a := newApplier(t)
+	a.idem("req-1", 1000, putCmd("k", "v1"))
+	for _, other := range []Command{
+		putCmd("k", "other value"),
+		putCmd("other key", "v1"),
+		{Op: OpDelete, Key: "k"},
+		{Op: OpPut, Key: "k", Value: []byte("v1"), CAS: true, CASIndex: 1},
+	} {
+		require.Equal(t, Result{KeyReused: true}, a.idem("req-1", 1500, other), "%+v", other)
+	}
+	require.Equal(t, Entry{Key: "k", Value: []byte("v1"), CreateIndex: 1, ModIndex: 1}, a.mustGet("k"))
+	_, ok := a.f.Get("other key")
+	require.False(t, ok)
+	require.Equal(t, uint64(1), a.f.LastWriteIndex())
+}
+
+func TestIdempotentCASAndDeleteOutcomesAreReplayed(t *testing.T) {
+	a := newApplier(t)
+	a.put("k", "v") // index 1
+	cas := Command{Op: OpPut, Key: "k", Value: []byte("x"), CAS: true, CASIndex: 7}
+	failed := a.idem("cas", 1000, cas)
+	require.Equal(t, Result{Index: 2, CASFailed: true, Current: 1}, failed)
+	a.put("k", "w") // index 3: a retry now would fail with Current 3 if it applied again
+
+	require.Equal(t, Result{Index: 2, CASFailed: true, Current: 1, Replayed: true}, a.idem("cas", 1000, cas))
+
+	del := Command{Op: OpDelete, Key: "k"}
+	require.Equal(t, Result{Index: 5, Deleted: true}, a.idem("del", 1000, del)) // raft index 5
+	require.Equal(t, Result{Index: 5, Deleted: true, Replayed: true}, a.idem("del", 1000, del),
+		"the retry reports the deletion it made the first time, not 'not found'")
+}
+
+func TestIdempotentRecordsExpireByLogTimeAndTheClockNeverGoesBack(t *testing.T) {
+	a := newApplier(t)
+	require.Equal(t, uint64(1), a.idem("old", 1000, putCmd("k", "1")).Index)
+	require.Equal(t, uint64(2), a.idem("young", 1000+testWindow, putCmd("j", "1")).Index)
+
+	// The window has not passed for "old" (exactly testWindow old): still replayed.
+	require.True(t, a.idem("old", 1000+testWindow, putCmd("k", "1")).Replayed)
+
+	// A later leader stamps a time past old's window: old expires, young does not.
+	require.True(t, a.idem("young", 1001+testWindow, putCmd("j", "1")).Replayed)
+	require.Equal(t, 1, a.f.DedupLen())
+	res := a.idem("old", 1001+testWindow, putCmd("k", "1"))
+	require.False(t, res.Replayed, "expired: applies as a new write")
+	require.Equal(t, uint64(5), res.Index, "the entry's raft index: 5")
+
+	// A leader whose clock is behind cannot bring back what expired nor keep records longer: the
+	// dedup clock is the largest stamp seen.
+	a.idem("late", 5, putCmd("x", "1"))
+	require.True(t, a.idem("late", 5, putCmd("x", "1")).Replayed, "recorded at the dedup clock, not at 5")
+	require.Equal(t, 1001+int64(testWindow), a.f.dedup.clock)
+}
+
+func TestIdempotentTableKeepsAtMostMaxKeys(t *testing.T) {
+	a := newApplier(t)
+	st := Stamp{Time: 1, Window: testWindow, MaxKeys: 3}
+	for _, k := range []string{"a", "b", "c", "d"} {
+		a.idemStamped(k, st, putCmd(k, "v"))
+	}
+	require.Equal(t, 3, a.f.DedupLen())
+	require.False(t, a.idemStamped("a", st, putCmd("a", "v")).Replayed, "the oldest went first")
+	require.True(t, a.idemStamped("d", st, putCmd("d", "v")).Replayed)
+}
+
+func TestIdempotentRecordsSurviveSnapshotAndRestore(t *testing.T) {
+	a := newApplier(t)
+	a.idem("r1", 1000, putCmd("k", "v"))
+	a.idem("r2", 2000, Command{Op: OpDelete, Key: "k"})
+	a.idem("r3", 3000, Command{Op: OpPut, Key: "c", CAS: true, CASIndex: 9})
+	snap := persist(t, a.f)
+
+	b := &applier{t: t, f: restored(t, snap), index: a.index}
+	require.Equal(t, Result{Index: 1, Replayed: true}, b.idem("r1", 3000, putCmd("k", "v")))
+	require.Equal(t, Result{Index: 2, Deleted: true, Replayed: true}, b.idem("r2", 3000, Command{Op: OpDelete, Key: "k"}))
+	require.Equal(t, Result{Index: 3, CASFailed: true, Replayed: true}, b.idem("r3", 3000, Command{Op: OpPut, Key: "c", CAS: true, CASIndex: 9}))
+	require.Equal(t, Result{KeyReused: true}, b.idem("r1", 3000, putCmd("k", "other")))
+	require.Equal(t, int64(3000), b.f.dedup.clock)
+
+	// Same log, same bytes: the records are part of the deterministic state.
+	require.Equal(t, snap, persist(t, restored(t, snap)))
+
+	// The clock came back too: a record expires at the same point of the log as on the source.
+	b.idem("late", 3000+testWindow+1, putCmd("z", "z"))
+	require.Equal(t, 1, b.f.DedupLen(), "r1..r3 expired by the restored clock")
+}
+
+func TestIdempotentWrapperRejectsWhatItMustNotCarry(t *testing.T) {
+	a := newApplier(t)
+	for name, b := range map[string][]byte{
+		"noop":        Idempotent("k", Command{Op: OpNoop}.Encode()).Encode(),
+		"set-member":  Idempotent("k", Command{Op: OpSetMember, Key: "n1", Value: []byte("d")}.Encode()).Encode(),
+		"nested":      Idempotent("k", Idempotent("k2", putCmd("a", "b").Encode()).Encode()).Encode(),
+		"garbage":     Idempotent("k", []byte{9, 9, 9}).Encode(),
+		"no stamp":    Command{Op: OpIdempotent, Key: "k", Value: []byte("short")}.Encode(),
+		"empty key":   Idempotent("", putCmd("a", "b").Encode()).Encode(),
+		"empty inner": Idempotent("k", nil).Encode(),
+	} {
+		res := a.raw(b)
+		require.ErrorIs(t, res.Err, ErrInvalidCommand, name)
+	}
+	require.Zero(t, a.f.Len())
+	require.Zero(t, a.f.DedupLen())
+	require.Zero(t, a.f.LastWriteIndex())
+}
+
+func TestStampIdempotentWritesInPlaceAndOnlyIntoWrappers(t *testing.T) {
+	inner := putCmd("k", "v").Encode()
+	b := Idempotent("key", inner).Encode()
+	st := Stamp{Time: 1_700_000_000_000, Window: 600_000, MaxKeys: 1 << 18}
+	require.True(t, StampIdempotent(b, st))
+	require.True(t, IsIdempotent(b))
+	c, err := DecodeCommand(b)
+	require.NoError(t, err)
+	got, enc, gotSt, err := c.Unwrap()
+	require.NoError(t, err)
+	require.Equal(t, putCmd("k", "v"), got)
+	require.Equal(t, inner, enc)
+	require.Equal(t, st, gotSt)
+
+	plain := putCmd("k", "v").Encode()
+	before := bytes.Clone(plain)
+	require.False(t, StampIdempotent(plain, st))
+	require.False(t, IsIdempotent(plain))
+	require.Equal(t, before, plain)
+	require.False(t, StampIdempotent([]byte{1, byte(OpIdempotent)}, st), "too short to hold a stamp")
+}
+
+func TestIdempotentInABatchDedupsWithinTheBatch(t *testing.T) {
+	a := newApplier(t)
+	st := Stamp{Time: 1, Window: testWindow, MaxKeys: 10}
+	w := Idempotent("r", putCmd("k", "v").Encode()).Encode()
+	StampIdempotent(w, st)
+	a.index++
+	res := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: AppendBatch(nil, [][]byte{w, w})}).([]Result)
+	require.Equal(t, []Result{{Index: 1}, {Index: 1, Replayed: true}}, res,
+		"a retry that raced its original into the same entry still applies once")
+}
