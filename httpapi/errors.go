@@ -23,6 +23,7 @@ const (
 	codeNotFound         = "not_found"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeCASMismatch      = "cas_mismatch"
+	codeKeyReused        = "idempotency_key_reused"
 	codeNoLeader         = "no_leader"
 	codeIndeterminate    = "indeterminate"
 	codeTimeout          = "timeout"
@@ -58,6 +59,7 @@ var errorTable = []struct {
 	{watch.ErrCompacted, http.StatusGone, codeCompacted},
 	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
 	{store.ErrWouldLoseQuorum, http.StatusConflict, codeWouldLoseQuorum},
+	{store.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, codeKeyReused},
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
 	{store.ErrInvalidArchive, http.StatusBadRequest, codeInvalidArchive},

@@ -38,6 +38,7 @@ type fakeStore struct {
 	lastPre  store.Precondition
 	lastCons store.Consistency
 	waited   []uint64 // WaitIndex calls
+	idemKeys []string // the idempotency key of each Put and Delete ("" for none)
 	lastList struct {
 		prefix, after string
 		limit         int
@@ -95,6 +96,7 @@ func (f *fakeStore) Put(ctx context.Context, key string, value []byte, pre store
 	}
 	f.writes++
 	f.lastPre = pre
+	f.idemKeys = append(f.idemKeys, store.IdempotencyKey(ctx))
 	if err := f.check(key, pre); err != nil {
 		return 0, err
 	}
@@ -120,6 +122,7 @@ func (f *fakeStore) Delete(ctx context.Context, key string, pre store.Preconditi
 	}
 	f.writes++
 	f.lastPre = pre
+	f.idemKeys = append(f.idemKeys, store.IdempotencyKey(ctx))
 	if err := f.check(key, pre); err != nil {
 		return 0, false, err
 	}

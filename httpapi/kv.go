@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -87,7 +88,12 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request, escapedKey st
 		s.writeError(w, r, err)
 		return
 	}
-	index, err := s.store.Put(r.Context(), key, value, pre)
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	index, err := s.store.Put(ctx, key, value, pre)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -107,7 +113,12 @@ func (s *server) handleDelete(w http.ResponseWriter, r *http.Request, escapedKey
 		s.writeError(w, r, err)
 		return
 	}
-	index, deleted, err := s.store.Delete(r.Context(), key, pre)
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	index, deleted, err := s.store.Delete(ctx, key, pre)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -253,6 +264,27 @@ func bodyError(err error, limit int64) error {
 func tooLarge(limit int64) error {
 	return &apiError{http.StatusRequestEntityTooLarge, codeValueTooLarge,
 		"value is over the limit of " + strconv.FormatInt(limit, 10) + " bytes"}
+}
+
+// headerIdempotencyKey makes a write exactly-once under retries (store.WithIdempotencyKey).
+const headerIdempotencyKey = "Idempotency-Key"
+
+// writeContext is the context a write runs under: the request's, carrying its Idempotency-Key if it
+// has one. A malformed or repeated key is refused rather than ignored: dropping it would turn a write
+// the client believes safe to retry into one that is not.
+func writeContext(r *http.Request) (context.Context, error) {
+	vals := r.Header[headerIdempotencyKey]
+	switch len(vals) {
+	case 0:
+		return r.Context(), nil
+	case 1:
+	default:
+		return nil, paramError("header Idempotency-Key given more than once")
+	}
+	if problem := store.CheckIdempotencyKey(vals[0]); problem != "" {
+		return nil, paramError("header Idempotency-Key " + problem)
+	}
+	return store.WithIdempotencyKey(r.Context(), vals[0]), nil
 }
 
 // waitIndex holds a read with min_index=N until this node has applied write N (store.ErrTimeout if it

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -483,4 +484,37 @@ func TestPutAllocatesItsContentLengthBeforeTheBodyArrives(t *testing.T) {
 	rec = hs.do(t, http.MethodPut, "/v1/kv/k", strings.NewReader(value))
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 	require.Equal(t, value, string(hs.store.data["k"].Value))
+}
+
+func TestIdempotencyKeyReachesTheStoreOnEveryWrite(t *testing.T) {
+	hs := newHarness(t, Options{})
+	req := func(method, target, key string, b io.Reader) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, target, b)
+		if key != "" {
+			r.Header.Set("Idempotency-Key", key)
+		}
+		rec := httptest.NewRecorder()
+		hs.h.ServeHTTP(rec, r)
+		return rec
+	}
+	require.Equal(t, http.StatusOK, req(http.MethodPut, "/v1/kv/k", "put-1", body("v")).Code)
+	require.Equal(t, http.StatusOK, req(http.MethodPut, "/v1/kv/k?cas=1", "cas-1", body("w")).Code)
+	require.Equal(t, http.StatusOK, req(http.MethodDelete, "/v1/kv/k", "del-1", nil).Code)
+	require.Equal(t, http.StatusOK, req(http.MethodPut, "/v1/kv/k", "", body("v")).Code)
+	assert.Equal(t, []string{"put-1", "cas-1", "del-1", ""}, hs.store.idemKeys)
+
+	for _, bad := range []string{strings.Repeat("k", 129), "has space", "tab\tkey", "é"} {
+		rec := req(http.MethodPut, "/v1/kv/k", bad, body("v"))
+		requireError(t, rec, http.StatusBadRequest, "invalid_parameter")
+	}
+	r := httptest.NewRequest(http.MethodDelete, "/v1/kv/k", nil)
+	r.Header.Add("Idempotency-Key", "a")
+	r.Header.Add("Idempotency-Key", "b")
+	rec := httptest.NewRecorder()
+	hs.h.ServeHTTP(rec, r)
+	requireError(t, rec, http.StatusBadRequest, "invalid_parameter")
+	assert.Len(t, hs.store.idemKeys, 4, "a refused key never reaches the store")
+
+	hs.store.errs["Put"] = fmt.Errorf("put: %w: key %q", store.ErrIdempotencyKeyReused, "put-1")
+	requireError(t, req(http.MethodPut, "/v1/kv/k", "put-1", body("other")), http.StatusUnprocessableEntity, "idempotency_key_reused")
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -34,6 +35,9 @@ var (
 	// ErrWouldLoseQuorum: removing that voter would leave fewer answering voters than a majority of
 	// the rest; the removal was refused (operators may force it).
 	ErrWouldLoseQuorum = errors.New("removal would lose the quorum")
+	// ErrIdempotencyKeyReused: the write's idempotency key was recorded for a different request within
+	// the dedup window; nothing was applied.
+	ErrIdempotencyKeyReused = errors.New("idempotency key reused for a different request")
 	// ErrInvalid: the request is malformed in a way only the store can see (e.g. bad join address).
 	ErrInvalid = errors.New("invalid request")
 )
@@ -107,4 +111,23 @@ type Member struct {
 	// GossipState is "alive", "dead", "left" or "unknown" (in Raft but not seen by gossip).
 	GossipState string `json:"gossip_state"`
 	Leader      bool   `json:"leader"`
+}
+
+// idempotencyKeyCtx is the context key of WithIdempotencyKey.
+type idempotencyKeyCtx struct{}
+
+// WithIdempotencyKey returns a context under which every write (Put, Delete, and any later write
+// method: they all go through the same apply path) is exactly-once under retries with the same key:
+// the first application's outcome is recorded in the replicated state, and a retry within the dedup
+// window gets it back, on any node, instead of applying again. The same key with a different request
+// fails with ErrIdempotencyKeyReused. A context carries it because it is request-scoped metadata that
+// every write method takes alike; the key must be 1–MaxIdempotencyKeySize bytes (httpapi checks).
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
+}
+
+// IdempotencyKey is the key WithIdempotencyKey put in ctx, or "".
+func IdempotencyKey(ctx context.Context) string {
+	k, _ := ctx.Value(idempotencyKeyCtx{}).(string)
+	return k
 }

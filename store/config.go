@@ -35,6 +35,12 @@ type Config struct {
 	// HTTP API checks its own clients' writes); give every node the same values.
 	MaxKeySize   int
 	MaxValueSize int64
+	// DedupWindow and DedupMaxKeys bound the idempotency records: a retry with the same key is answered
+	// from the record for at least DedupWindow after the first application (by the leaders' clocks),
+	// unless more than DedupMaxKeys newer keys pushed it out. The leader stamps its values into every
+	// idempotent write, so the FSM expires the same records everywhere even if nodes disagree.
+	DedupWindow  time.Duration
+	DedupMaxKeys int
 
 	Logger *slog.Logger
 	// Observer is told about events metrics count; nil observes nothing.
@@ -59,6 +65,11 @@ const (
 	DefaultReconcileInterval = 2 * time.Second
 	DefaultMaxKeySize        = 1024
 	DefaultMaxValueSize      = 1 << 20
+	DefaultDedupWindow       = 10 * time.Minute
+	// DefaultDedupMaxKeys: a record costs about its key plus 100 bytes, so ~30 MB at 64-byte keys.
+	DefaultDedupMaxKeys = 1 << 18
+	// MaxIdempotencyKeySize bounds an Idempotency-Key, which the FSM keeps for the whole window.
+	MaxIdempotencyKeySize = 128
 )
 
 func (c *Config) applyDefaults() {
@@ -94,6 +105,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxValueSize <= 0 {
 		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.DedupMaxKeys == 0 {
+		c.DedupMaxKeys = DefaultDedupMaxKeys
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
@@ -132,6 +149,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("request timeout %s is too short (min 100ms)", c.RequestTimeout))
+	}
+	if c.DedupWindow < time.Second {
+		errs = append(errs, fmt.Errorf("dedup window %s is too short (min 1s)", c.DedupWindow))
+	}
+	if c.DedupMaxKeys < 1 {
+		errs = append(errs, fmt.Errorf("dedup max keys must be >= 1, got %d", c.DedupMaxKeys))
 	}
 	return errors.Join(errs...)
 }

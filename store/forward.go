@@ -238,13 +238,22 @@ func encodeFrames(frames [][]byte) []byte {
 }
 
 // checkForwarded accepts only what a client may write through a follower: a put or delete of a valid
-// key and value, or a transaction of them (checkClientCommand). The node port is reachable by anything
+// key and value, or a transaction of them (checkClientCommand), possibly wrapped with a valid
+// idempotency key. The node port is reachable by anything
 // that can dial it; commands only this node's own code proposes (OpSetMember, OpNoop, …) must never
 // enter the log from outside.
 func (s *Store) checkForwarded(b []byte) error {
 	cmd, err := fsm.DecodeCommand(b)
 	if err != nil {
 		return err
+	}
+	if cmd.Op == fsm.OpIdempotent {
+		if problem := CheckIdempotencyKey(cmd.Key); problem != "" {
+			return fmt.Errorf("idempotency key %s", problem)
+		}
+		if cmd, _, _, err = cmd.Unwrap(); err != nil {
+			return err
+		}
 	}
 	return s.checkClientCommand(cmd)
 }
@@ -311,6 +320,23 @@ func (s *Store) checkPrefix(p string) error {
 		return fmt.Errorf("prefix %s", problem)
 	}
 	return nil
+}
+
+// CheckIdempotencyKey says what is wrong with an idempotency key, or "" if nothing: 1 to
+// MaxIdempotencyKeySize bytes of printable ASCII (it travels in a header and is kept in the FSM).
+func CheckIdempotencyKey(k string) string {
+	if k == "" {
+		return "is empty"
+	}
+	if len(k) > MaxIdempotencyKeySize {
+		return fmt.Sprintf("is %d bytes, over the limit of %d", len(k), MaxIdempotencyKeySize)
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return "must be printable ASCII without spaces"
+		}
+	}
+	return ""
 }
 
 // checkKey says what is wrong with a key, or "" if nothing: what the HTTP API accepts (non-empty, at

@@ -65,6 +65,7 @@ func (p *proposer) apply(ctx context.Context, cmd []byte) (fsm.Result, error) {
 // caller must be free to give up at its own deadline (wait), reporting the write indeterminate if it was
 // handed to Raft. The committing goroutine ends when Raft answers, at the latest when it shuts down.
 func (p *proposer) submit(ws ...*proposal) {
+	ws = p.refuseUnsupported(ws)
 	p.pending.Add(int64(len(ws)))
 	p.mu.Lock()
 	p.queue = append(p.queue, ws...)
@@ -73,6 +74,34 @@ func (p *proposer) submit(ws ...*proposal) {
 	if batch != nil {
 		go p.run(batch)
 	}
+}
+
+// errIdempotencyUnsupported: an idempotent write while some member cannot apply FormatSealed entries
+// (or before this term's first reconcile has looked). Nothing was proposed.
+var errIdempotencyUnsupported = fmt.Errorf("%w: idempotency keys need every member to apply log format %d", ErrNotReady, fsm.FormatSealed)
+
+// refuseUnsupported answers the idempotent writes in ws at once when the cluster format does not allow
+// OpIdempotent yet, and returns the others. Applying them without the wrapper would silently break
+// the exactly-once promise; a member that does not know the op would skip the write.
+func (p *proposer) refuseUnsupported(ws []*proposal) []*proposal {
+	format := p.format.Load()
+	if format >= fsm.FormatSealed {
+		return ws
+	}
+	err := errIdempotencyUnsupported
+	if format == 0 { // this term's first reconcile has not looked yet: retried within the request
+		err = fmt.Errorf("%w: the log format of every member is not known yet", errLeaderNotReady)
+	}
+	kept := ws[:0:0]
+	for _, w := range ws {
+		if fsm.IsIdempotent(w.cmd) {
+			w.err = err
+			close(w.done)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	return kept
 }
 
 func (p *proposer) wait(ctx context.Context, w *proposal) (fsm.Result, error) {
@@ -147,6 +176,16 @@ func (p *proposer) commit(batch []*proposal) {
 		p.pending.Add(-int64(len(batch)))
 	}()
 	sealed := p.format.Load() >= fsm.FormatSealed
+	// Idempotent writes carry this leader's clock and dedup bounds, so that every node expires their
+	// records at the same point of the log (fsm/idempotent.go).
+	stamp := fsm.Stamp{
+		Time:    time.Now().UnixMilli(),
+		Window:  p.s.cfg.DedupWindow.Milliseconds(),
+		MaxKeys: uint64(p.s.cfg.DedupMaxKeys),
+	}
+	for _, w := range batch {
+		fsm.StampIdempotent(w.cmd, stamp)
+	}
 	data := batch[0].cmd
 	if len(batch) > 1 {
 		cmds := make([][]byte, len(batch))

@@ -81,6 +81,12 @@ func encodeResult(r fsm.Result) []byte {
 	if r.CASFailed {
 		flags |= 2
 	}
+	if r.Replayed {
+		flags |= 8
+	}
+	if r.KeyReused {
+		flags |= 16
+	}
 	if r.Txn != nil {
 		flags |= 4
 		return r.Txn.AppendEncoded(append(b, flags))
@@ -100,6 +106,7 @@ func decodeResult(b []byte) (fsm.Result, error) {
 	}
 	flags := b[n+m]
 	r.Index, r.Current, r.Deleted, r.CASFailed = idx, cur, flags&1 != 0, flags&2 != 0
+	r.Replayed, r.KeyReused = flags&8 != 0, flags&16 != 0
 	rest := b[n+m+1:]
 	if flags&4 != 0 {
 		txn, err := fsm.DecodeTxnResult(rest)

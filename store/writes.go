@@ -41,6 +41,9 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	b := cmd.Encode()
+	if key := IdempotencyKey(ctx); key != "" {
+		b = fsm.Idempotent(key, b).Encode() // the leader stamps it (proposer.commit)
+	}
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
 		if local {
@@ -64,6 +67,9 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	}
 	if res.Err != nil {
 		return fsm.Result{}, fmt.Errorf("%w: %v", ErrInvalid, res.Err)
+	}
+	if res.KeyReused {
+		return fsm.Result{}, fmt.Errorf("%w: key %q", ErrIdempotencyKeyReused, IdempotencyKey(ctx))
 	}
 	return res, nil
 }

@@ -58,6 +58,8 @@ type serveFlags struct {
 	watchHistory, watchProgress                 time.Duration
 	watchHistoryBytes                           int64
 	maxWatches, maxTxnOps                       int
+	dedupWindow                                 time.Duration
+	dedupMaxKeys                                int
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -91,6 +93,8 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.watchProgress, "watch-progress-interval", httpapi.DefaultWatchProgressInterval, "a watch stream sends a progress event at least this often")
 	fs.IntVar(&f.maxWatches, "max-watches", httpapi.DefaultMaxWatches, "most watch streams one node serves at once")
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares and ops in one transaction")
+	fs.DurationVar(&f.dedupWindow, "dedup-window", store.DefaultDedupWindow, "how long a write's Idempotency-Key is remembered: a retry within it returns the first outcome (the leader's value applies)")
+	fs.IntVar(&f.dedupMaxKeys, "dedup-max-keys", store.DefaultDedupMaxKeys, "most Idempotency-Keys remembered at once (the oldest go first)")
 	return fs
 }
 
@@ -201,6 +205,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f.watchHistory <= 0 || f.watchHistoryBytes <= 0 || f.watchProgress <= 0 || f.maxWatches < 1 || f.maxTxnOps < 1 {
 		return usageError(fs, stderr, "--watch-history, --watch-history-bytes, --watch-progress-interval, --max-watches and --max-txn-ops must be positive")
 	}
+	if f.dedupWindow < time.Second || f.dedupMaxKeys < 1 {
+		return usageError(fs, stderr, "--dedup-window must be at least 1s and --dedup-max-keys at least 1")
+	}
 	if f.httpBodyTimeout < time.Second {
 		return usageError(fs, stderr, "--http-body-timeout must be at least 1s")
 	}
@@ -250,6 +257,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		TrailingLogs:      f.trailingLogs,
 		RequestTimeout:    f.requestTimeout,
 		MaxValueSize:      f.maxValueSize,
+		DedupWindow:       f.dedupWindow,
+		DedupMaxKeys:      f.dedupMaxKeys,
 		Logger:            logger,
 		Observer:          mx,
 		Changes:           hub,

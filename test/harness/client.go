@@ -139,6 +139,9 @@ func (c *Client) DoContext(ctx context.Context, method, path string, body []byte
 		r.Err, r.NotSent = err, true
 		return r
 	}
+	for k, v := range headersFrom(ctx) {
+		req.Header[k] = v
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		r.Err, r.NotSent = err, notSent(err)
@@ -170,6 +173,31 @@ func (c *Client) DoContext(ctx context.Context, method, path string, body []byte
 		}
 	}
 	return r
+}
+
+type headersKey struct{}
+
+// WithHeader makes every request sent under the returned context carry header name: value.
+func WithHeader(ctx context.Context, name, value string) context.Context {
+	h := headersFrom(ctx).Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(name, value)
+	return context.WithValue(ctx, headersKey{}, h)
+}
+
+func headersFrom(ctx context.Context) http.Header {
+	h, _ := ctx.Value(headersKey{}).(http.Header)
+	return h
+}
+
+// PutIdempotent writes key=value with an Idempotency-Key: retried with the same idemKey, it applies
+// at most once and answers the first outcome.
+func (c *Client) PutIdempotent(key string, value []byte, idemKey string) *Response {
+	ctx, cancel := context.WithTimeout(WithHeader(context.Background(), "Idempotency-Key", idemKey), c.Timeout)
+	defer cancel()
+	return c.DoContext(ctx, http.MethodPut, keyPath(key, nil), value)
 }
 
 // notSent reports whether err shows the request never reached a server: the dial failed.
