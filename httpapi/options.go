@@ -26,6 +26,9 @@ type Options struct {
 	EnablePprof      bool  // mount net/http/pprof under /debug/pprof/
 	// Metrics, if set, is served at GET /metrics (the Prometheus exposition format).
 	Metrics http.Handler
+	// Console, if set, serves the web console under /ui/ (and / redirects there). httpapi routes to it
+	// and knows nothing else about it: the console is a client of this API like any other.
+	Console http.Handler
 	// Observer, if set, is told about every request: its route pattern, method, status and duration.
 	Observer RequestObserver
 

@@ -61,6 +61,7 @@ const (
 	kvPrefix      = "/v1/kv/"
 	membersPrefix = "/v1/cluster/members/"
 	pprofPrefix   = "/debug/pprof/"
+	consolePrefix = "/ui/"
 )
 
 // Allow header values, one per route shape.
@@ -201,6 +202,10 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		}
 	case s.pprof != nil && strings.HasPrefix(path, pprofPrefix):
 		s.pprof.ServeHTTP(w, r)
+	case s.opts.Console != nil && (strings.HasPrefix(path, consolePrefix) || path == "/ui"):
+		s.opts.Console.ServeHTTP(w, r)
+	case s.opts.Console != nil && path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		http.Redirect(w, r, consolePrefix, http.StatusFound) // a browser pointed at a node finds the console
 	default:
 		s.writeError(w, r, &apiError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
 	}
@@ -215,6 +220,8 @@ func routeName(path string) string {
 		return membersPrefix + "{id}"
 	case strings.HasPrefix(path, pprofPrefix):
 		return pprofPrefix
+	case strings.HasPrefix(path, consolePrefix) || path == "/ui":
+		return consolePrefix
 	}
 	switch path {
 	case "/v1/kv", "/v1/watch", "/v1/txn", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",

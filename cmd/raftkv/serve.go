@@ -21,6 +21,7 @@ import (
 	"github.com/raftkv/raftkv/metrics"
 	"github.com/raftkv/raftkv/netlimit"
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/ui"
 	"github.com/raftkv/raftkv/watch"
 )
 
@@ -53,7 +54,7 @@ type serveFlags struct {
 	snapshotInterval, requestTimeout            time.Duration
 	shutdownTimeout, httpBodyTimeout            time.Duration
 	httpMaxConns                                int
-	leaveOnTerminate, pprof                     bool
+	leaveOnTerminate, pprof, console            bool
 	debugAddr                                   string
 	watchHistory, watchProgress                 time.Duration
 	watchHistoryBytes                           int64
@@ -86,6 +87,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.httpBodyTimeout, "http-body-timeout", 30*time.Second, "how long a client may take to send a request's headers and body")
 	fs.IntVar(&f.httpMaxConns, "http-max-conns", 4096, "most HTTP connections held open at once; more are closed at once (keep it below the descriptor limit)")
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
+	fs.BoolVar(&f.console, "ui", true, "serve the web console under /ui/ on the HTTP address (a client of the API, nothing more)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address too")
 	fs.StringVar(&f.debugAddr, "debug-addr", "127.0.0.1:0", "bind address of the debug server (Go profiles under /debug/pprof/, and /metrics); port 0 picks a free one, logged at start; empty turns it off")
 	fs.DurationVar(&f.watchHistory, "watch-history", watch.DefaultHistory, "how long each node keeps changes in memory for watches to resume from")
@@ -282,11 +284,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Info("serving debug endpoints (pprof, metrics)", "addr", debugLn.Addr().String())
 	}
 	httpLog := logger.With("component", "http")
+	var console http.Handler
+	if f.console {
+		console = ui.Handler()
+	}
 	stopStreams := make(chan struct{})
 	srv := newHTTPServer(httpapi.New(st, httpapi.Options{
 		MaxValueSize:          f.maxValueSize,
 		EnablePprof:           f.pprof,
 		Metrics:               mx.Handler(),
+		Console:               console,
 		Observer:              mx,
 		Watch:                 hub,
 		Stop:                  stopStreams,
@@ -301,7 +308,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(limited) }()
-	logger.Info("serving HTTP API", "addr", ln.Addr().String())
+	if f.console {
+		logger.Info("serving HTTP API and the web console", "addr", ln.Addr().String(), "console", "http://"+ln.Addr().String()+ui.Prefix)
+	} else {
+		logger.Info("serving HTTP API", "addr", ln.Addr().String())
+	}
 
 	exit := exitOK
 	select {

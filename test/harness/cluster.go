@@ -573,3 +573,7 @@ func artifactDir(t testing.TB) (string, error) {
 	}
 	return filepath.Abs(dir)
 }
+
+// ArtifactDir is a directory for a failed test's files (screenshots, logs): $RAFTKV_TEST_ARTIFACTS or
+// test/artifacts in the module, then the test's name and the time.
+func ArtifactDir(t testing.TB) (string, error) { return artifactDir(t) }
