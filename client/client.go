@@ -1,0 +1,360 @@
+// Package client is the Go client of raftkv's HTTP API. It makes every operation safe to retry:
+//
+//   - writes (Put, CAS, Delete, DeleteCAS) carry an Idempotency-Key chosen once per call, so a write
+//     whose outcome was unknown (a broken connection, a 503 indeterminate, a leader kill) is retried
+//     on any node and applies exactly once; the answer is the first application's;
+//   - reads carry the highest write index this Client has seen (min_index), so a stale read never goes
+//     back in time, even when it lands on another node, and still costs no quorum round;
+//   - connection errors and 503s fail over to the next endpoint, with exponential backoff and jitter,
+//     within the call's context and Config.Timeout.
+//
+// Errors are typed for errors.Is and errors.As: ErrNotFound, *CASMismatchError (Is ErrCASMismatch),
+// ErrIndeterminate, ErrKeyReused, ErrUnavailable, and *APIError for every answer from a node.
+//
+// The package speaks the wire contract only; it imports nothing else of raftkv.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the zero Config fields.
+const (
+	DefaultTimeout     = 15 * time.Second
+	DefaultDialTimeout = 3 * time.Second
+	DefaultMinBackoff  = 50 * time.Millisecond
+	DefaultMaxBackoff  = 2 * time.Second
+)
+
+// Config configures a Client. Zero fields take the defaults above.
+type Config struct {
+	// Endpoints are the nodes' HTTP addresses: "host:port" or "http://host:port". Any node serves any
+	// request; the Client starts with the first and moves on when one fails.
+	Endpoints []string
+	// Timeout bounds one call, retries included (the call's context may end it sooner).
+	Timeout time.Duration
+	// DialTimeout bounds one connection attempt, so a black-holed node costs seconds, not the budget.
+	DialTimeout time.Duration
+	// MinBackoff is the first retry delay; it doubles up to MaxBackoff, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// HTTPClient replaces the default transport (tests, custom TLS). It must not follow redirects.
+	HTTPClient *http.Client
+
+	// TLS and Token are reserved for when the server supports them; they must be empty for now.
+	TLS   any
+	Token string
+}
+
+// Client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
+type Client struct {
+	bases []string // "http://host:port"
+	cfg   Config
+	hc    *http.Client
+
+	mu  sync.Mutex
+	cur int // index in bases of the node to try first: the last one that answered
+
+	seen atomic.Uint64 // highest write index seen in any answer
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("client: no endpoint given")
+	}
+	if cfg.TLS != nil || cfg.Token != "" {
+		return nil, errors.New("client: TLS and Token are not supported by the server yet")
+	}
+	bases := make([]string, 0, len(cfg.Endpoints))
+	for _, a := range cfg.Endpoints {
+		b, err := normalizeAddr(a)
+		if err != nil {
+			return nil, err
+		}
+		bases = append(bases, b)
+	}
+	if cfg.Timeout < 0 || cfg.DialTimeout < 0 || cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 {
+		return nil, errors.New("client: timeouts must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = newHTTPClient(cfg.DialTimeout)
+	}
+	return &Client{bases: bases, cfg: cfg, hc: hc}, nil
+}
+
+// newHTTPClient connects directly (a proxy's 502 would hide whether a write reached the node) and never
+// follows redirects (the API has none; following one on a PUT could write another key).
+func newHTTPClient(dial time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.MaxIdleConnsPerHost = 64
+	tr.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// LastIndex is the highest write index this Client has seen; its reads wait for at least it.
+func (c *Client) LastIndex() uint64 { return c.seen.Load() }
+
+// observe raises the highest seen index.
+func (c *Client) observe(index uint64) {
+	for {
+		cur := c.seen.Load()
+		if index <= cur || c.seen.CompareAndSwap(cur, index) {
+			return
+		}
+	}
+}
+
+func normalizeAddr(a string) (string, error) {
+	a = strings.TrimSuffix(strings.TrimSpace(a), "/")
+	scheme := "http"
+	if i := strings.Index(a, "://"); i >= 0 {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.RawQuery != "" {
+			return "", fmt.Errorf("client: invalid endpoint %q: want host:port or http://host:port", a)
+		}
+		scheme, a = u.Scheme, u.Host
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || port == "" {
+		return "", fmt.Errorf("client: invalid endpoint %q: want host:port or http://host:port", a)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port), nil
+}
+
+func nodeName(base string) string {
+	_, hostport, _ := strings.Cut(base, "://")
+	return hostport
+}
+
+// kvPath escapes each segment of key and keeps "/" as the separator, for readable logs.
+func kvPath(key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/v1/kv/" + strings.Join(segs, "/")
+}
+
+// call is one API request.
+type call struct {
+	method string
+	path   string // escaped
+	query  url.Values
+	body   []byte
+	// idemKey, when set, makes a write safe to retry whatever happened to an earlier attempt.
+	idemKey string
+	// write without idemKey: once it may have reached a node, it is never retried.
+	write bool
+}
+
+type response struct {
+	node   string
+	header http.Header
+	body   []byte
+}
+
+// do runs cl with the retry policy. Retried on the next endpoint after a backoff: connection failures
+// and 503 no_leader / not_ready / timeout / shutting_down (nothing applied); for reads and idempotent
+// writes also broken connections and 503 indeterminate. A write that stays indeterminate until the
+// budget is spent fails with ErrIndeterminate, anything else with ErrUnavailable.
+func (c *Client) do(ctx context.Context, cl call) (*response, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	backoff := c.cfg.MinBackoff
+	indeterminate := false
+	for attempt := 1; ; attempt++ {
+		base := c.first()
+		resp, err := c.once(ctx, base, cl)
+		if err == nil {
+			return resp, nil
+		}
+		mayHaveApplied := cl.write && sentOrIndeterminate(err)
+		indeterminate = indeterminate || mayHaveApplied
+		if mayHaveApplied && cl.idemKey == "" {
+			return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
+		}
+		if !retryable(err) {
+			// Definite, even after an indeterminate attempt: with the idempotency key, the server
+			// answers a retry with the first application's outcome.
+			return nil, err
+		}
+		c.rotate(base)
+		delay := backoff/2 + mrand.N(backoff/2+1) // jitter in [backoff/2, backoff]
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+		giveUp := func() error {
+			if parent.Err() != nil {
+				err = fmt.Errorf("%w: %w", parent.Err(), err)
+			} else {
+				err = fmt.Errorf("%w after %d attempts in %s; last error: %w", ErrUnavailable, attempt, c.cfg.Timeout, err)
+			}
+			if indeterminate {
+				return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+			}
+			return err
+		}
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < delay {
+			return nil, giveUp()
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, giveUp()
+		case <-t.C:
+		}
+	}
+}
+
+// sentOrIndeterminate: the attempt may have been applied.
+func sentOrIndeterminate(err error) bool {
+	var te *transportError
+	if errors.As(err, &te) {
+		return te.sent
+	}
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Code == codeIndeterminate || (ae.Code == "" && ae.Status >= 500))
+}
+
+func retryable(err error) bool {
+	if errors.As(err, new(*transportError)) {
+		return true
+	}
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Code {
+	case codeNoLeader, codeNotReady, codeTimeout, codeShuttingDown, codeIndeterminate:
+		return true
+	case "":
+		return ae.Status == http.StatusBadGateway || ae.Status == http.StatusServiceUnavailable ||
+			ae.Status == http.StatusGatewayTimeout
+	}
+	return false
+}
+
+func (c *Client) first() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bases[c.cur]
+}
+
+// rotate moves on from base to the next endpoint, unless another call already did.
+func (c *Client) rotate(base string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bases[c.cur] == base {
+		c.cur = (c.cur + 1) % len(c.bases)
+	}
+}
+
+// once sends cl to one node: a non-2xx answer is an *APIError, no answer a *transportError.
+func (c *Client) once(ctx context.Context, base string, cl call) (*response, error) {
+	node := nodeName(base)
+	u := base + cl.path
+	if len(cl.query) > 0 {
+		u += "?" + cl.query.Encode()
+	}
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", node, err)
+	}
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	if cl.idemKey != "" {
+		req.Header.Set("Idempotency-Key", cl.idemKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ue, ok := err.(*url.Error); ok {
+			err = ue.Err
+		}
+		return nil, &transportError{node: node, sent: !isDialError(err), err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, &transportError{node: node, sent: true, err: fmt.Errorf("reading answer: %w", err)}
+	}
+	for _, h := range []string{"X-Kv-Index", "X-Kv-Applied-Index", "X-Kv-Mod-Index"} {
+		if v, err := strconv.ParseUint(resp.Header.Get(h), 10, 64); err == nil {
+			c.observe(v)
+		}
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, decodeAPIError(node, resp.StatusCode, b)
+	}
+	return &response{node: node, header: resp.Header, body: b}, nil
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+func decodeJSON(resp *response, v any) error {
+	if err := json.Unmarshal(resp.body, v); err != nil {
+		return fmt.Errorf("client: %s: unexpected answer: %w", resp.node, err)
+	}
+	return nil
+}
+
+// newIdempotencyKey is 128 random bits: unique across clients without coordination.
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,200 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// script is a fake node that answers each request with the next scripted reply and records what it got.
+type script struct {
+	mu      sync.Mutex
+	replies []func(w http.ResponseWriter)
+	got     []*http.Request
+}
+
+func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.got = append(s.got, r.Clone(context.Background()))
+	var reply func(http.ResponseWriter)
+	if len(s.replies) > 0 {
+		reply, s.replies = s.replies[0], s.replies[1:]
+	}
+	s.mu.Unlock()
+	if reply == nil {
+		http.Error(w, "unscripted", http.StatusTeapot)
+		return
+	}
+	reply(w)
+}
+
+func (s *script) requests() []*http.Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*http.Request(nil), s.got...)
+}
+
+func jsonReply(status int, body string, headers ...string) func(http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		for i := 0; i+1 < len(headers); i += 2 {
+			w.Header().Set(headers[i], headers[i+1])
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+// hangUp closes the connection after reading the request: the write may have applied.
+func hangUp(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err == nil {
+		conn.Close()
+	}
+}
+
+func newFake(t *testing.T, replies ...func(http.ResponseWriter)) (*script, string) {
+	s := &script{replies: replies}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return s, srv.URL
+}
+
+// deadEndpoint is an address nothing listens on.
+func deadEndpoint(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func newTestClient(t *testing.T, endpoints ...string) *Client {
+	c, err := New(Config{Endpoints: endpoints, Timeout: 5 * time.Second, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestFailoverOnConnectionErrorsAnd503s(t *testing.T) {
+	fake, url := newFake(t,
+		jsonReply(503, `{"error":"no leader","code":"no_leader"}`),
+		jsonReply(200, `{"index":7}`),
+	)
+	c := newTestClient(t, deadEndpoint(t), url)
+	idx, err := c.Put(context.Background(), "k", []byte("v"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), idx)
+	require.Len(t, fake.requests(), 2)
+	require.Equal(t, uint64(7), c.LastIndex())
+}
+
+func TestIndeterminateWritesAreRetriedWithTheSameIdempotencyKey(t *testing.T) {
+	fake, url := newFake(t,
+		hangUp,
+		jsonReply(503, `{"error":"leadership lost","code":"indeterminate"}`),
+		jsonReply(200, `{"index":42}`),
+	)
+	c := newTestClient(t, url)
+	idx, err := c.Put(context.Background(), "k", []byte("v"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(42), idx)
+	reqs := fake.requests()
+	require.Len(t, reqs, 3)
+	key := reqs[0].Header.Get("Idempotency-Key")
+	require.Len(t, key, 32)
+	for _, r := range reqs {
+		require.Equal(t, key, r.Header.Get("Idempotency-Key"), "every attempt of one call carries one key")
+	}
+
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.Error(t, err) // unscripted 418
+	require.NotEqual(t, key, fake.requests()[3].Header.Get("Idempotency-Key"), "a new call, a new key")
+}
+
+func TestStillIndeterminateWhenTheBudgetRunsOut(t *testing.T) {
+	noLeader := jsonReply(503, `{"error":"no leader","code":"no_leader"}`)
+	replies := []func(http.ResponseWriter){hangUp}
+	for range 100 {
+		replies = append(replies, noLeader)
+	}
+	_, url := newFake(t, replies...)
+	c, err := New(Config{Endpoints: []string{url}, Timeout: 300 * time.Millisecond, MinBackoff: 50 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.ErrorIs(t, err, ErrIndeterminate, "one attempt may have applied")
+	require.ErrorIs(t, err, ErrUnavailable)
+
+	_, url = newFake(t, replies[1:]...)
+	c, err = New(Config{Endpoints: []string{url}, Timeout: 100 * time.Millisecond, MinBackoff: 50 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = c.Get(context.Background(), "k")
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.NotErrorIs(t, err, ErrIndeterminate)
+}
+
+func TestTypedErrors(t *testing.T) {
+	_, url := newFake(t,
+		jsonReply(404, `{"error":"key not found","code":"key_not_found"}`),
+		jsonReply(409, `{"error":"cas","code":"cas_mismatch","current_index":9}`),
+		jsonReply(422, `{"error":"reused","code":"idempotency_key_reused"}`),
+		jsonReply(400, `{"error":"bad key","code":"invalid_key"}`),
+	)
+	c := newTestClient(t, url)
+	ctx := context.Background()
+	_, err := c.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	_, err = c.CAS(ctx, "k", 3, []byte("v"))
+	require.ErrorIs(t, err, ErrCASMismatch)
+	var cas *CASMismatchError
+	require.ErrorAs(t, err, &cas)
+	require.Equal(t, uint64(9), cas.Current)
+	require.Equal(t, "k", cas.Key)
+
+	_, _, err = c.Delete(ctx, "k")
+	require.ErrorIs(t, err, ErrKeyReused)
+
+	_, err = c.Put(ctx, "k", nil)
+	var ae *APIError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, 400, ae.Status)
+	require.Equal(t, "invalid_key", ae.Code)
+	require.False(t, errors.Is(err, ErrNotFound))
+}
+
+func TestReadsCarryTheHighestIndexSeen(t *testing.T) {
+	fake, url := newFake(t,
+		jsonReply(200, `{"index":5}`),
+		jsonReply(200, `[]`, "X-Kv-Index", "11"),
+		jsonReply(200, `v`, "X-Kv-Mod-Index", "3", "X-Kv-Index", "12"),
+	)
+	c := newTestClient(t, url)
+	ctx := context.Background()
+	_, err := c.Put(ctx, "k", []byte("v"))
+	require.NoError(t, err)
+	_, err = c.List(ctx, ListOptions{Prefix: "p", Stale: true})
+	require.NoError(t, err)
+	_, err = c.Get(ctx, "k", Stale())
+	require.NoError(t, err)
+	reqs := fake.requests()
+	require.Equal(t, "5", reqs[1].URL.Query().Get("min_index"))
+	require.Equal(t, "stale", reqs[1].URL.Query().Get("consistency"))
+	require.Equal(t, "11", reqs[2].URL.Query().Get("min_index"), "raised by the list's X-Kv-Index")
+	require.Equal(t, uint64(12), c.LastIndex())
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, cfg := range []Config{{}, {Endpoints: []string{"nope"}}, {Endpoints: []string{"ftp://a:1"}},
+		{Endpoints: []string{"a:1"}, Timeout: -1}, {Endpoints: []string{"a:1"}, Token: "t"}} {
+		_, err := New(cfg)
+		require.Error(t, err, "%+v", cfg)
+	}
+}
