@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/transport"
 )
 
 // healthRPCTimeout bounds how long Health waits for one member: a member that cannot answer in this
@@ -185,6 +187,7 @@ func (s *Store) remoteStats(ctx context.Context, id raft.ServerID, srv raft.Serv
 	}
 	ctx, cancel := context.WithTimeout(ctx, healthRPCTimeout)
 	defer cancel()
+	addr = transport.TargetAddr(string(id), addr)
 	resp, err := s.rpc.Call(ctx, addr, rpcHealth, nil)
 	if err != nil {
 		return serverStats{err: err}

@@ -15,6 +15,16 @@ var errNoLeaderKnown = errors.New("no leader known to this node")
 
 func (s *Store) isLeader() bool { return s.raft.State() == raft.Leader }
 
+// leaderTarget is the known leader's address for the node port, naming the leader's id so that a
+// node now holding that address refuses the traffic; "" when no leader is known.
+func (s *Store) leaderTarget() string {
+	addr, id := s.raft.LeaderWithID()
+	if addr == "" {
+		return ""
+	}
+	return transport.TargetAddr(string(id), string(addr))
+}
+
 // withLeader runs op against the leader: locally when this node leads, otherwise with the leader's
 // raft address. Errors that mean "the request had no effect, try again" (retry returns true) are
 // retried with backoff until ctx ends; the wait for a leader is bounded by ctx, never open-ended.
@@ -28,8 +38,8 @@ func (s *Store) withLeader(ctx context.Context, retry func(error) bool, op func(
 		var err error
 		if s.isLeader() {
 			err = op(true, "")
-		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
-			err = op(false, string(addr))
+		} else if addr := s.leaderTarget(); addr != "" {
+			err = op(false, addr)
 		} else {
 			err = errNoLeaderKnown
 		}

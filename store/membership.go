@@ -224,7 +224,7 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 			return err
 		}
 	}
-	if srv.Suffrage != raft.Voter && s.caughtUp(ctx, m.RaftAddr) {
+	if srv.Suffrage != raft.Voter && s.caughtUp(ctx, transport.TargetAddr(m.ID, m.RaftAddr)) {
 		s.logger.Info("promoting caught-up member to voter", "member", m.ID)
 		if err := s.raft.AddVoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
 			return fmt.Errorf("promote: %w", err)

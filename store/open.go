@@ -154,6 +154,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { s.mux.Close() })
+	s.mux.SetLocalID(cfg.NodeID)
 	addrs := &gossipAddresses{}
 	s.netLogThrottle = transport.NewLogThrottle(s.logger.With("component", "raft"))
 	netLog := &hclogAdapter{logger: s.logger.With("component", "raft"), name: "raft", throttle: s.netLogThrottle}
@@ -369,7 +370,9 @@ var errAddressUnknown = errors.New("not known to gossip")
 func (a *gossipAddresses) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	if g := a.gossip.Load(); g != nil {
 		if addr, ok := g.RaftAddr(string(id)); ok {
-			return raft.ServerAddress(addr), nil
+			// Gossip's address may since have gone to another node (reused container IPs): the
+			// node port there refuses a connection meant for id.
+			return raft.ServerAddress(transport.TargetAddr(string(id), addr)), nil
 		}
 	}
 	return "", errAddressUnknown

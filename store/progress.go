@@ -106,12 +106,12 @@ func (s *Store) trackLeaderProgress() {
 		if s.isLeader() {
 			continue
 		}
-		addr, _ := s.raft.LeaderWithID()
+		addr := s.leaderTarget()
 		if addr == "" {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.progress.interval)
-		resp, err := s.rpc.Call(ctx, string(addr), rpcHealth, nil)
+		resp, err := s.rpc.Call(ctx, addr, rpcHealth, nil)
 		cancel()
 		if err != nil {
 			continue // an unreachable leader shows in LastContact; samples already taken still count

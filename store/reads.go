@@ -118,13 +118,13 @@ func (s *Store) waitLinearizable(ctx context.Context) error {
 // confirmReadIndexViaLeader is a follower's batched round: one RPC to the leader serves every read
 // that queued on this node before it was sent, just as one quorum round does on the leader.
 func (s *Store) confirmReadIndexViaLeader() (uint64, error) {
-	addr, _ := s.raft.LeaderWithID()
+	addr := s.leaderTarget()
 	if addr == "" {
 		return 0, errNoLeaderKnown
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	return s.forwardReadIndex(ctx, string(addr))
+	return s.forwardReadIndex(ctx, addr)
 }
 
 func (s *Store) forwardReadIndex(ctx context.Context, addr string) (uint64, error) {

@@ -186,7 +186,7 @@ func probeServers(ctx context.Context, servers []raft.Server, self string, timeo
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			if _, err := rpc.Call(ctx, string(srv.Address), rpcHealth, nil); err == nil {
+			if _, err := rpc.Call(ctx, transport.TargetAddr(string(srv.ID), string(srv.Address)), rpcHealth, nil); err == nil {
 				mu.Lock()
 				answering = append(answering, string(srv.ID))
 				mu.Unlock()

@@ -6,8 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -19,7 +21,38 @@ const (
 	protoRPC  byte = 'S' // the internal RPC (rpc.go)
 	// protoHTTPRPC is the internal RPC of builds before the framed one: HTTP/1.1 (rpc_http.go).
 	protoHTTPRPC byte = 'F'
+	// protoTargeted names the node a connection is meant for before its protocol: 'T', the id's
+	// length (one byte), the id, then one of the bytes above. The receiver answers targetOK, or
+	// targetWrong and closes: container IPs are reused, and gossip may still map a node id to an
+	// address that another node now holds; without the check, that node would take the traffic (votes,
+	// entries, forwarded writes) as its own. A build before this one closes at once on 'T'.
+	protoTargeted byte = 'T'
+	targetOK      byte = 'K'
+	targetWrong   byte = 'N'
 )
+
+// ErrWrongNode: the node at the address dialed is not the node the connection was meant for.
+var ErrWrongNode = errors.New("the node at this address is not the node dialed")
+
+// legacyTargetTTL: how long an address that closed a targeted handshake is dialed without one.
+const legacyTargetTTL = time.Minute
+
+// TargetAddr is the dial address of node id at addr: dialing it checks that the node there is id.
+// A plain host:port is dialed without the check.
+func TargetAddr(id, addr string) string {
+	if id == "" || len(id) > 255 {
+		return addr
+	}
+	return id + "@" + addr
+}
+
+// splitTarget undoes TargetAddr. Host:port never holds '@', so the last one separates the id.
+func splitTarget(address string) (id, addr string) {
+	if i := strings.LastIndexByte(address, '@'); i >= 0 {
+		return address[:i], address[i+1:]
+	}
+	return "", address
+}
 
 // handshakeTimeout bounds how long an accepted connection may take to name its protocol, so that a
 // silent client (or a port scanner) cannot pin an accept slot.
@@ -59,6 +92,12 @@ type Mux struct {
 	inbound chan struct{}
 
 	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
+	// localID: the node id this port answers for; empty accepts every targeted connection.
+	localID atomic.Pointer[string]
+	// legacyTarget: addresses whose node closed a targeted handshake (an older build), until when.
+	legacyMu     sync.Mutex
+	legacyTarget map[string]time.Time
+
 	isolated atomic.Bool
 	connsMu  sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -92,6 +131,9 @@ func newMux(ln net.Listener, adv net.Addr, maxInbound int, logger *slog.Logger) 
 	go m.serve()
 	return m
 }
+
+// SetLocalID makes the port refuse connections meant for another node id.
+func (m *Mux) SetLocalID(id string) { m.localID.Store(&id) }
 
 // Addr is the address other nodes dial to reach this one.
 func (m *Mux) Addr() net.Addr { return m.advertise }
@@ -169,6 +211,12 @@ func (m *Mux) route(raw net.Conn) {
 		conn.Close()
 		return
 	}
+	if first[0] == protoTargeted {
+		if !m.acceptTarget(conn, first[:]) {
+			conn.Close()
+			return
+		}
+	}
 	conn.SetReadDeadline(time.Time{})
 	var target *subListener
 	switch first[0] {
@@ -192,6 +240,35 @@ func (m *Mux) route(raw net.Conn) {
 	case <-m.done:
 		conn.Close()
 	}
+}
+
+// acceptTarget reads a targeted handshake's id, answers it, and reads the protocol byte after it into
+// proto. False: the connection is for another node, or broke.
+func (m *Mux) acceptTarget(conn net.Conn, proto []byte) bool {
+	var n [1]byte
+	if _, err := io.ReadFull(conn, n[:]); err != nil {
+		return false
+	}
+	id := make([]byte, n[0])
+	if _, err := io.ReadFull(conn, id); err != nil {
+		return false
+	}
+	if local := m.localID.Load(); local != nil && *local != "" && *local != string(id) {
+		if m.throttle.Allow(hostOf(conn.RemoteAddr().String())) {
+			m.logger.Warn("refused a connection meant for another node: the sender's view of addresses is out of date",
+				"remote", conn.RemoteAddr(), "meant_for", string(id), "this_node", *local)
+		}
+		conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+		conn.Write([]byte{targetWrong})
+		return false
+	}
+	conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := conn.Write([]byte{targetOK}); err != nil {
+		return false
+	}
+	conn.SetWriteDeadline(time.Time{})
+	_, err := io.ReadFull(conn, proto)
+	return err == nil
 }
 
 // subListener is a net.Listener fed by the Mux.
@@ -254,7 +331,23 @@ func (m *Mux) dial(address string, proto byte, timeout time.Duration) (net.Conn,
 	if m.isolated.Load() {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errIsolated}
 	}
-	conn, err := dialProto(address, proto, timeout)
+	id, addr := splitTarget(address)
+	var conn net.Conn
+	var err error
+	if id != "" && !m.isLegacyTarget(addr) {
+		conn, err = dialTargeted(addr, id, proto, timeout)
+		if errors.Is(err, errTargetClosed) {
+			m.legacyMu.Lock()
+			if m.legacyTarget == nil {
+				m.legacyTarget = map[string]time.Time{}
+			}
+			m.legacyTarget[addr] = time.Now().Add(legacyTargetTTL)
+			m.legacyMu.Unlock()
+			conn, err = dialProto(addr, proto, timeout)
+		}
+	} else {
+		conn, err = dialProto(addr, proto, timeout)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +387,57 @@ func (c *trackedConn) Close() error {
 		}
 	})
 	return c.Conn.Close()
+}
+
+func (m *Mux) isLegacyTarget(addr string) bool {
+	m.legacyMu.Lock()
+	defer m.legacyMu.Unlock()
+	until, ok := m.legacyTarget[addr]
+	if ok && time.Now().After(until) {
+		delete(m.legacyTarget, addr)
+		return false
+	}
+	return ok
+}
+
+// errTargetClosed: the peer closed the connection on a targeted handshake, as builds before it do.
+var errTargetClosed = errors.New("peer closed the targeted handshake")
+
+// dialTargeted dials addr for node id and waits for the node to confirm it is id. A refusal is a dial
+// error wrapping ErrWrongNode, so callers treat it like an unreachable node.
+func dialTargeted(addr, id string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetNoDelay(true)
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	hello := append([]byte{protoTargeted, byte(len(id))}, id...)
+	if _, err := conn.Write(append(hello, proto)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var answer [1]byte
+	_, err = io.ReadFull(conn, answer[:])
+	switch {
+	case err == nil && answer[0] == targetOK:
+		conn.SetDeadline(time.Time{})
+		return conn, nil
+	case err == nil && answer[0] == targetWrong:
+		conn.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%w: %s is not %s", ErrWrongNode, addr, id)}
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		conn.Close()
+		return nil, errTargetClosed
+	default:
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("unexpected answer %q to a targeted handshake", answer[0])
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+	}
 }
 
 func dialProto(address string, proto byte, timeout time.Duration) (net.Conn, error) {

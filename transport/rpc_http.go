@@ -61,7 +61,10 @@ func newHTTPRPCClient(m *Mux, dialTimeout time.Duration) *httpRPCClient {
 }
 
 func (c *httpRPCClient) call(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/rpc/"+method, bytes.NewReader(req))
+	// The node id of a targeted address is not part of the URL: builds that speak only this RPC
+	// predate the check anyway.
+	_, host := splitTarget(addr)
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+host+"/rpc/"+method, bytes.NewReader(req))
 	if err != nil {
 		return nil, err
 	}
