@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/transport"
 )
 
 const (
@@ -58,7 +60,7 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 			m.Leader = true
 			c := *m
 			if c.RaftAddr == "" {
-				c.RaftAddr = string(leaderAddr)
+				c.RaftAddr = transport.HostPort(string(leaderAddr)) // raft's peer encoding names the id
 			}
 			st.Leader = &c
 		}

@@ -38,12 +38,19 @@ var ErrWrongNode = errors.New("the node at this address is not the node dialed")
 const legacyTargetTTL = time.Minute
 
 // TargetAddr is the dial address of node id at addr: dialing it checks that the node there is id.
-// A plain host:port is dialed without the check.
+// A plain host:port is dialed without the check; an address that already names a node is returned as
+// is (raft's NetworkTransport encodes peers, the leader included, through the gossip address provider).
 func TargetAddr(id, addr string) string {
-	if id == "" || len(id) > 255 {
+	if id == "" || len(id) > 255 || strings.IndexByte(addr, '@') >= 0 {
 		return addr
 	}
 	return id + "@" + addr
+}
+
+// HostPort is the host:port of a dial address, without the node id TargetAddr may have added.
+func HostPort(address string) string {
+	_, addr := splitTarget(address)
+	return addr
 }
 
 // splitTarget undoes TargetAddr. Host:port never holds '@', so the last one separates the id.
