@@ -98,13 +98,13 @@ type Mux struct {
 	// DefaultMaxInboundConns): a full channel means new connections are refused.
 	inbound chan struct{}
 
-	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
 	// localID: the node id this port answers for; empty accepts every targeted connection.
 	localID atomic.Pointer[string]
 	// legacyTarget: addresses whose node closed a targeted handshake (an older build), until when.
 	legacyMu     sync.Mutex
 	legacyTarget map[string]time.Time
 
+	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
 	isolated atomic.Bool
 	connsMu  sync.Mutex
 	conns    map[net.Conn]struct{}
