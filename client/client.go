@@ -184,6 +184,7 @@ type call struct {
 	path   string // escaped
 	query  url.Values
 	body   []byte
+	ctype  string
 	// idemKey, when set, makes a write safe to retry whatever happened to an earlier attempt.
 	idemKey string
 	// write without idemKey: once it may have reached a node, it is never retried.
@@ -307,7 +308,9 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", node, err)
 	}
-	if cl.body != nil {
+	if cl.ctype != "" {
+		req.Header.Set("Content-Type", cl.ctype)
+	} else if cl.body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	if cl.idemKey != "" {
@@ -350,6 +353,42 @@ func decodeJSON(resp *response, v any) error {
 		return fmt.Errorf("client: %s: unexpected answer: %w", resp.node, err)
 	}
 	return nil
+}
+
+// Request is a raw API call for what the typed methods do not cover (the CLI's streams and admin
+// routes): Do runs it with the same failover, backoff and error decoding.
+type Request struct {
+	Method      string
+	Path        string // escaped, e.g. "/v1/cluster/join"
+	Query       url.Values
+	Body        []byte // nil: no body
+	ContentType string // default application/octet-stream when there is a body
+	// Write marks a request that changes state. Unless Idempotent, it is never retried once it may
+	// have reached a node (ErrIndeterminate instead).
+	Write bool
+	// Idempotent gives a write a fresh Idempotency-Key for this call, so it is retried safely. Only
+	// the KV writes (PUT, DELETE of /v1/kv/...) honour the key.
+	Idempotent bool
+}
+
+// Response is a 2xx answer, read in full.
+type Response struct {
+	Node   string // host:port that answered
+	Header http.Header
+	Body   []byte
+}
+
+// Do runs r. A non-2xx answer is an *APIError (after the retries the policy allows).
+func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
+	cl := call{method: r.Method, path: r.Path, query: r.Query, body: r.Body, ctype: r.ContentType, write: r.Write}
+	if r.Write && r.Idempotent {
+		cl.idemKey = newIdempotencyKey()
+	}
+	resp, err := c.do(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	return &Response{Node: resp.node, Header: resp.header, Body: resp.body}, nil
 }
 
 // newIdempotencyKey is 128 random bits: unique across clients without coordination.

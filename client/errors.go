@@ -43,7 +43,8 @@ type APIError struct {
 	Status  int
 	Code    string // empty when the body was not a raftkv error (e.g. from a proxy)
 	Message string
-	current uint64 // cas_mismatch: the key's current modify index
+	// CurrentIndex: on cas_mismatch, the key's modify index now (0 when absent).
+	CurrentIndex uint64
 }
 
 func (e *APIError) Error() string {
@@ -99,7 +100,7 @@ func (e *transportError) Unwrap() error { return e.err }
 func casError(key string, err error) error {
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Code == codeCASMismatch {
-		return &CASMismatchError{Key: key, Current: ae.current, api: ae}
+		return &CASMismatchError{Key: key, Current: ae.CurrentIndex, api: ae}
 	}
 	return err
 }
@@ -112,7 +113,7 @@ func decodeAPIError(node string, status int, body []byte) *APIError {
 	}
 	ae := &APIError{Node: node, Status: status}
 	if json.Unmarshal(body, &e) == nil && (e.Error != "" || e.Code != "") {
-		ae.Code, ae.Message, ae.current = e.Code, e.Error, e.CurrentIndex
+		ae.Code, ae.Message, ae.CurrentIndex = e.Code, e.Error, e.CurrentIndex
 		return ae
 	}
 	ae.Message = strings.TrimSpace(string(body))

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	rkv "github.com/raftkv/raftkv/client"
 )
 
 const (
@@ -97,6 +98,9 @@ type clientConfig struct {
 
 // client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
 type client struct {
+	// pub runs every request/response call: one retry policy, one error decoding, in the public
+	// client package. What stays here is the CLI's view of it and the streams (watch, snapshot).
+	pub   *rkv.Client
 	bases []string // normalized base URLs, "http://host:port"
 	cfg   clientConfig
 	hc    *http.Client
@@ -134,7 +138,12 @@ func newClient(cfg clientConfig) (*client, error) {
 	if hc == nil {
 		hc = newHTTPClient()
 	}
-	return &client{bases: bases, cfg: cfg, hc: hc}, nil
+	pub, err := rkv.New(rkv.Config{Endpoints: cfg.addrs, Timeout: cfg.timeout, MinBackoff: cfg.minBackoff,
+		MaxBackoff: cfg.maxBackoff, HTTPClient: hc})
+	if err != nil {
+		return nil, err
+	}
+	return &client{pub: pub, bases: bases, cfg: cfg, hc: hc}, nil
 }
 
 // newHTTPClient connects directly (no proxy: a proxy's 502 would hide whether a write reached the node,
@@ -212,8 +221,10 @@ type call struct {
 	body   []byte // nil: no body
 	ctype  string
 	// write marks a request that changes state: once it may have reached a node, a failure is reported
-	// as indeterminate and never retried.
+	// as indeterminate and never retried, unless idempotent.
 	write bool
+	// idempotent: a KV write, sent with an Idempotency-Key and so retried safely.
+	idempotent bool
 }
 
 // response is a 2xx answer, body read in full.
@@ -223,49 +234,35 @@ type response struct {
 	body   []byte
 }
 
-// do runs a call with the retry policy, trying the nodes in turn until one answers or the budget is
-// spent. Retried: failures to connect; for reads, any transport failure; 503 no_leader / not_ready /
-// timeout / shutting_down (nothing was applied). Not retried: 4xx, 503 indeterminate on writes, and a
-// write whose connection broke after sending. Retry-After is not honoured: the backoff (capped at 2 s)
-// is in the same range and other nodes may answer sooner.
+// do runs a call through the public client's retry policy: failures to connect and 503 no_leader /
+// not_ready / timeout / shutting_down are retried on the next node; reads and idempotent writes (put and
+// delete carry an Idempotency-Key) also after a broken connection or 503 indeterminate. Its errors are
+// translated into the CLI's: *apiError for an answer, errIndeterminate, errGaveUp.
 func (c *client) do(ctx context.Context, cl call) (*response, error) {
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.timeout)
-	defer cancel()
-	backoff := c.cfg.minBackoff
-	for attempt := 1; ; attempt++ {
-		base := c.first()
-		resp, err := c.once(ctx, base, cl)
-		if err == nil {
-			return resp, nil
-		}
-		var te *transportError
-		if cl.write && errors.As(err, &te) && te.sent {
-			return nil, fmt.Errorf("%w: %w", errIndeterminate, err)
-		}
-		if !retryable(cl, err) {
-			return nil, err
-		}
-		c.rotate(base)
-		delay := backoff/2 + rand.N(backoff/2+1) // jitter in [backoff/2, backoff]
-		backoff = min(2*backoff, c.cfg.maxBackoff)
-		if parent.Err() != nil {
-			return nil, fmt.Errorf("interrupted: %w", err)
-		}
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < delay {
-			return nil, fmt.Errorf("%w after %s and %d attempts; last error: %w", errGaveUp, c.cfg.timeout, attempt, err)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			if parent.Err() != nil {
-				return nil, fmt.Errorf("interrupted: %w", err)
-			}
-			return nil, fmt.Errorf("%w after %s and %d attempts; last error: %w", errGaveUp, c.cfg.timeout, attempt, err)
-		case <-t.C:
-		}
+	resp, err := c.pub.Do(ctx, rkv.Request{Method: cl.method, Path: cl.path, Query: cl.query, Body: cl.body,
+		ContentType: cl.ctype, Write: cl.write, Idempotent: cl.idempotent})
+	if err != nil {
+		return nil, c.fromPublic(ctx, err)
 	}
+	return &response{node: resp.Node, header: resp.Header, body: resp.Body}, nil
+}
+
+// fromPublic maps the public client's errors onto the CLI's, keeping the CLI's messages.
+func (c *client) fromPublic(ctx context.Context, err error) error {
+	last := err // the node's answer, in the CLI's form, when there is one
+	var pe *rkv.APIError
+	if errors.As(err, &pe) {
+		last = &apiError{node: pe.Node, status: pe.Status, code: pe.Code, msg: pe.Message, current: pe.CurrentIndex}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("interrupted: %w", last)
+	case errors.Is(err, rkv.ErrIndeterminate):
+		return fmt.Errorf("%w: %w", errIndeterminate, last)
+	case errors.Is(err, rkv.ErrUnavailable):
+		return fmt.Errorf("%w after %s; last error: %w", errGaveUp, c.cfg.timeout, last)
+	}
+	return last
 }
 
 func retryable(cl call, err error) bool {
@@ -412,7 +409,7 @@ func (c *client) put(ctx context.Context, key string, value []byte, cas casCond)
 		value = []byte{}
 	}
 	resp, err := c.do(ctx, call{method: http.MethodPut, path: kvPath(key), query: cas.query(),
-		body: value, ctype: "application/octet-stream", write: true})
+		body: value, ctype: "application/octet-stream", write: true, idempotent: true})
 	if err != nil {
 		return 0, err
 	}
@@ -450,7 +447,7 @@ func (c *client) getPoll(ctx context.Context, key string, stale bool, index uint
 
 // delete removes key; deleted is false when it did not exist.
 func (c *client) delete(ctx context.Context, key string, cas casCond) (index uint64, deleted bool, err error) {
-	resp, err := c.do(ctx, call{method: http.MethodDelete, path: kvPath(key), query: cas.query(), write: true})
+	resp, err := c.do(ctx, call{method: http.MethodDelete, path: kvPath(key), query: cas.query(), write: true, idempotent: true})
 	if err != nil {
 		return 0, false, err
 	}

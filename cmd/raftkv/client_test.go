@@ -53,23 +53,33 @@ func TestRetriesNoLeaderThenSucceeds(t *testing.T) {
 	}
 }
 
-func TestIndeterminateWriteIsNotRetried(t *testing.T) {
+// A write carries an Idempotency-Key, so an indeterminate answer or a broken connection is retried with
+// the same key: the server answers the retry with the first application's outcome.
+func TestIndeterminateWriteIsRetriedWithItsIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	f, addr := newFakeAPI(t)
 	f.setInject(failFirst(1, 503, "indeterminate"))
 	code, out, errOut := cli(t, "", "put", "--addr", addr, "k", "v")
-	assert.Equal(t, 3, code)
-	assert.Empty(t, out)
-	assert.Contains(t, errOut, "may or may not have been applied")
-	assert.Contains(t, errOut, "code indeterminate")
-	assert.Len(t, f.requestLog(), 1)
+	assert.Equal(t, 0, code, errOut)
+	assert.Equal(t, "1\n", out)
+	assert.Len(t, f.requestLog(), 2)
 }
 
-func TestWriteWhoseConnectionBrokeAfterSendingIsIndeterminate(t *testing.T) {
+func TestWriteWhoseConnectionBrokeAfterSendingIsRetried(t *testing.T) {
 	t.Parallel()
 	f, addr := newFakeAPI(t)
 	f.setInject(hangUp(1))
-	code, _, errOut := cli(t, "", "delete", "--addr", addr, "k")
+	code, _, errOut := cli(t, "", "put", "--addr", addr, "k", "v")
+	assert.Equal(t, 0, code, errOut)
+	assert.Len(t, f.requestLog(), 2, "retried with the same key")
+}
+
+// Writes without an idempotency key (membership) are still never retried once they may have applied.
+func TestNonIdempotentWriteWhoseConnectionBrokeIsIndeterminate(t *testing.T) {
+	t.Parallel()
+	f, addr := newFakeAPI(t)
+	f.setInject(hangUp(1))
+	code, _, errOut := cli(t, "", "cluster", "remove", "--addr", addr, "n2")
 	assert.Equal(t, 3, code)
 	assert.Contains(t, errOut, "may or may not have been applied")
 	assert.Len(t, f.requestLog(), 1, "not retried")
