@@ -94,7 +94,9 @@ func (s *Store) leaderLoop(ctx context.Context) {
 }
 
 // establishLeadership commits a no-op command in the new term. Once it is applied, this leader's
-// commit index covers everything earlier leaders committed, and its FSM has applied it all.
+// commit index covers everything earlier leaders committed, and its FSM has applied it all. A command,
+// not raft.Barrier: the read index is the commit index, and it must be an entry the FSM sees (a
+// barrier is not passed to the FSM); TestReadIndexIsAnEntryNoFSMEverSees guards it.
 func (s *Store) establishLeadership(ctx context.Context) bool {
 	noop := fsm.Command{Op: fsm.OpNoop}.Encode()
 	if s.sealFormat() {
