@@ -42,7 +42,7 @@ func (s *benchStore) Put(context.Context, string, []byte, store.Precondition) (u
 }
 
 func (s *benchStore) StaleInfo() store.StaleInfo {
-	return store.StaleInfo{KnownLeader: true, LastContact: 12345678, AppliedIndex: 123456789}
+	return store.StaleInfo{KnownLeader: true, LastContact: 12345678, WriteIndex: 123456789}
 }
 
 func benchHandler() (http.Handler, *benchStore) {

@@ -306,10 +306,10 @@ func (s *server) setStaleHeaders(h http.Header) {
 		h[headerKnownLeader] = headerFalse
 	}
 	if info.NoContact { // never heard from a leader: no number would be true, so none is sent
-		h[headerApplied] = []string{strconv.FormatUint(info.AppliedIndex, 10)}
+		h[headerApplied] = []string{strconv.FormatUint(info.WriteIndex, 10)}
 		return
 	}
-	setUintHeaders(h, headerLastContact, uint64(max(info.LastContact.Milliseconds(), 0)), headerApplied, info.AppliedIndex)
+	setUintHeaders(h, headerLastContact, uint64(max(info.LastContact.Milliseconds(), 0)), headerApplied, info.WriteIndex)
 }
 
 // setUintHeaders sets two decimal headers with two allocations instead of four (one string holding both

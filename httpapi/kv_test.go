@@ -114,7 +114,7 @@ func TestWriteParamsAreValidatedBeforeTheStore(t *testing.T) {
 func TestReadConsistency(t *testing.T) {
 	hs := newHarness(t, Options{})
 	hs.store.put("k", "v")
-	hs.store.stale = store.StaleInfo{KnownLeader: true, LastContact: 1500 * time.Millisecond, AppliedIndex: 42}
+	hs.store.stale = store.StaleInfo{KnownLeader: true, LastContact: 1500 * time.Millisecond, WriteIndex: 42}
 
 	rec := hs.do(t, http.MethodGet, "/v1/kv/k?consistency=linearizable", nil)
 	require.Equal(t, http.StatusOK, rec.Code)
@@ -138,7 +138,7 @@ func TestReadConsistency(t *testing.T) {
 	assert.Equal(t, "0", rec.Header().Get("X-Kv-Applied-Index"))
 
 	// A node that never heard from a leader does not claim a last contact of 0 ms ago.
-	hs.store.stale = store.StaleInfo{NoContact: true, AppliedIndex: 3}
+	hs.store.stale = store.StaleInfo{NoContact: true, WriteIndex: 3}
 	rec = hs.do(t, http.MethodGet, "/v1/kv/k?consistency=stale", nil)
 	require.Equal(t, http.StatusOK, rec.Code)
 	assert.Empty(t, rec.Header().Values("X-Kv-Last-Contact-Ms"))
@@ -343,7 +343,7 @@ func TestListEntries(t *testing.T) {
 
 func TestListParams(t *testing.T) {
 	hs := newHarness(t, Options{DefaultListLimit: 5, MaxListLimit: 50})
-	hs.store.stale = store.StaleInfo{KnownLeader: false, LastContact: 3 * time.Second, AppliedIndex: 9}
+	hs.store.stale = store.StaleInfo{KnownLeader: false, LastContact: 3 * time.Second, WriteIndex: 9}
 
 	rec := hs.do(t, http.MethodGet, "/v1/kv?prefix=a%20b&after=a+b%2Fc&limit=50&consistency=stale", nil)
 	require.Equal(t, http.StatusOK, rec.Code)
@@ -436,7 +436,7 @@ func TestListLargePage(t *testing.T) {
 func TestMinIndexWaitsBeforeReading(t *testing.T) {
 	hs := newHarness(t, Options{})
 	idx := hs.store.put("k", "v") // index 1
-	hs.store.stale = store.StaleInfo{KnownLeader: true, AppliedIndex: idx}
+	hs.store.stale = store.StaleInfo{KnownLeader: true, WriteIndex: idx}
 
 	for _, path := range []string{
 		"/v1/kv/k?consistency=stale&min_index=1",

@@ -83,9 +83,9 @@ type StaleInfo struct {
 	LastContact time.Duration
 	// NoContact: this node is not the leader and has never heard from one (LastContact means nothing).
 	NoContact bool
-	// AppliedIndex is the index of the last write this node has applied: the answer reflects every
+	// WriteIndex is the index of the last write this node has applied: the answer reflects every
 	// write with an index up to it.
-	AppliedIndex uint64
+	WriteIndex uint64
 }
 
 // Status is the cluster view from one node.

@@ -649,7 +649,7 @@ func TestStaleReadReflectsAWriteOnceTheAppliedIndexReachesIt(t *testing.T) {
 	for _, id := range ids {
 		s := c.nodes[id].store
 		require.NoError(t, s.WaitIndex(ctx, slices.Max(indexes)), "node %s catches up (min_index)", id)
-		require.GreaterOrEqual(t, s.StaleInfo().AppliedIndex, slices.Max(indexes))
+		require.GreaterOrEqual(t, s.StaleInfo().WriteIndex, slices.Max(indexes))
 		for i, idx := range indexes {
 			e, err := s.Get(ctx, fmt.Sprintf("s%02d", i), Stale)
 			require.NoError(t, err, "node %s, key s%02d", id, i)

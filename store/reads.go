@@ -77,7 +77,7 @@ func (s *Store) WaitIndex(ctx context.Context, index uint64) error {
 // StaleInfo says how far behind a stale read from this node may be.
 func (s *Store) StaleInfo() StaleInfo {
 	addr, _ := s.raft.LeaderWithID()
-	info := StaleInfo{KnownLeader: addr != "", AppliedIndex: s.fsm.LastWriteIndex()}
+	info := StaleInfo{KnownLeader: addr != "", WriteIndex: s.fsm.LastWriteIndex()}
 	if !s.isLeader() {
 		lc := s.raft.LastContact()
 		if lc.IsZero() {
