@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/raftkv/raftkv/bench/loadgen"
@@ -35,6 +36,9 @@ import (
 type Config struct {
 	Addrs []string // the nodes, "host:port" or "http://host:port"
 	Stale bool     // reads with ?consistency=stale instead of the default linearizable
+	// IdempotencyKeys gives every PUT its own Idempotency-Key, as the Go client does, to measure what
+	// exactly-once writes cost.
+	IdempotencyKeys bool
 	// Timeout bounds the wait for each answer (default 30 s): longer than raftkv's own bounded wait
 	// (5 s), so a slow answer is measured rather than cut off, yet a run never hangs on a dead node.
 	Timeout time.Duration
@@ -47,6 +51,9 @@ const maxErrorBody = 4 << 10
 type Client struct {
 	hosts   []string // host:port of each node
 	stale   bool
+	idem    bool
+	idemSeq atomic.Uint64
+	idemPfx string // per run, so that two runs never share keys
 	timeout time.Duration
 	dialer  net.Dialer
 
@@ -62,7 +69,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	c := &Client{stale: cfg.Stale, timeout: cfg.Timeout, dialer: net.Dialer{Timeout: 5 * time.Second},
+	c := &Client{stale: cfg.Stale, idem: cfg.IdempotencyKeys, idemPfx: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
+		timeout: cfg.Timeout, dialer: net.Dialer{Timeout: 5 * time.Second},
 		conns: map[net.Conn]struct{}{}}
 	for _, a := range cfg.Addrs {
 		h, err := parseAddr(a)
@@ -236,6 +244,11 @@ func (t *nodeTarget) appendRequest(b []byte, method, key string, value []byte) [
 	if method == "PUT" {
 		b = append(b, "\r\nContent-Type: application/octet-stream\r\nContent-Length: "...)
 		b = strconv.AppendInt(b, int64(len(value)), 10)
+		if t.c.idem {
+			b = append(b, "\r\nIdempotency-Key: "...)
+			b = append(b, t.c.idemPfx...)
+			b = strconv.AppendUint(b, t.c.idemSeq.Add(1), 36)
+		}
 	}
 	b = append(b, "\r\n\r\n"...)
 	return append(b, value...)

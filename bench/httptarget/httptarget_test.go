@@ -21,6 +21,7 @@ type kvServer struct {
 	mu    sync.Mutex
 	kv    map[string]string
 	reqs  []string
+	idem  []string // each request's Idempotency-Key
 	conns int
 }
 
@@ -50,6 +51,7 @@ func (s *kvServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reqs = append(s.reqs, r.Method+" "+r.URL.RequestURI())
+	s.idem = append(s.idem, r.Header.Get("Idempotency-Key"))
 	switch r.Method {
 	case http.MethodPut:
 		if r.Header.Get("Content-Type") != "application/octet-stream" || r.ContentLength != int64(len(b)) {
@@ -112,6 +114,22 @@ func TestStaleQuery(t *testing.T) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	require.Equal(t, []string{"PUT /v1/kv/a", "GET /v1/kv/a?consistency=stale"}, s.reqs)
+}
+
+func TestIdempotencyKeysAreUniquePerPut(t *testing.T) {
+	s, addr := newKVServer(t)
+	tg := newTarget(t, Config{Addrs: []string{addr}, IdempotencyKeys: true})
+	for range 3 {
+		require.NoError(t, tg.Put(context.Background(), "a", []byte("1")))
+	}
+	require.NoError(t, tg.Get(context.Background(), "a"))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	require.Len(t, s.idem, 4)
+	require.NotEmpty(t, s.idem[0])
+	require.NotEqual(t, s.idem[0], s.idem[1])
+	require.NotEqual(t, s.idem[1], s.idem[2])
+	require.Empty(t, s.idem[3], "reads carry none")
 }
 
 func TestTransportErrorKind(t *testing.T) {

@@ -51,6 +51,7 @@ type benchFlags struct {
 	sequential  bool
 	timeout     time.Duration
 	json        bool
+	idemKeys    bool
 }
 
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -66,6 +67,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.StringVar(&f.op, "op", "put", "the `workload`: put, get or mixed")
 	fs.Float64Var(&f.readRatio, "read-ratio", 0.9, "mixed: the `fraction` of operations that are gets")
 	fs.StringVar(&f.consistency, "consistency", "linearizable", "reads' `mode`: linearizable or stale")
+	fs.BoolVar(&f.idemKeys, "idempotency-keys", false, "give every put its own Idempotency-Key (exactly-once writes, as the Go client sends them)")
 	fs.IntVar(&f.concurrency, "concurrency", 16, "workers, each with one request in flight (`N`)")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "measured `time` (after the warmup)")
 	fs.DurationVar(&f.warmup, "warmup", time.Second, "unmeasured `time` before the measurement")
@@ -88,7 +90,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return usageError(fs, stderr, "%v", err)
 	}
 	addrs := splitAddrs(f.addr)
-	hc, err := httptarget.New(httptarget.Config{Addrs: addrs, Stale: f.consistency == "stale",
+	hc, err := httptarget.New(httptarget.Config{Addrs: addrs, Stale: f.consistency == "stale", IdempotencyKeys: f.idemKeys,
 		Timeout: f.timeout})
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
