@@ -57,6 +57,8 @@ var scenarios = []scenario{
 	{name: "member-add", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.memberAdd(i) }},
 	{name: "member-remove", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.memberRemove(i) }},
 	{name: "member-replace-wiped", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.replaceWiped() }},
+	// Issue 10: the wiped member returns while another voter is down, next to a member that lags.
+	{name: "member-replace-wiped-second-fault", nodes: 3, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.replaceWipedSecondFault() }},
 	// The moved node must be reachable at its new address (Raft dials what gossip advertises) within
 	// the default bound, like any restarted node.
 	{name: "restart-new-ip", nodes: 3, cycle: func(s *run, i int) error { return s.newIP(i) }},
@@ -696,6 +698,40 @@ func (s *run) replaceWiped() error {
 	s.hold(s.timing.replaceDown)
 	s.healed()
 	return s.c.Replace(v)
+}
+
+// replaceWipedSecondFault is issue 10's reproduction: a member lags (killed while writes commit on
+// the other two), then one of the two that hold those writes crashes and the other comes back wiped
+// beside the laggard. The wiped member must not vote the laggard into leadership (that lost the
+// writes only those two had); the cluster waits, without a leader, until the crashed member returns.
+func (s *run) replaceWipedSecondFault() error {
+	nodes := s.shuffled()
+	if len(nodes) < 3 {
+		return fmt.Errorf("need three running members, have %d", len(nodes))
+	}
+	lagging, crashed, wiped := nodes[0], nodes[1], nodes[2]
+	if err := s.c.Kill(lagging); err != nil {
+		return err
+	}
+	s.hold(s.timing.down) // acknowledged writes land on crashed and wiped only
+	if err := s.c.Kill(crashed); err != nil {
+		return err
+	}
+	if err := s.c.Kill(wiped); err != nil {
+		return err
+	}
+	if err := s.c.Destroy(wiped, true); err != nil {
+		return err
+	}
+	if err := s.c.Start(lagging); err != nil {
+		return err
+	}
+	if err := s.c.Replace(wiped); err != nil {
+		return err
+	}
+	s.hold(s.timing.replaceDown) // the window in which the laggard used to win with the wiped vote
+	s.healed()
+	return s.c.Start(crashed)
 }
 
 // newIP restarts a member (the leader on even cycles) on a new address with the same id and volume:
