@@ -30,6 +30,20 @@ func TestClientWritesExactlyOnceAndReadsMonotonicallyAcrossALeaderKill(t *testin
 	defer cl.Close()
 	ctx := context.Background()
 
+	// The informer pattern: list, then watch from the list's index + 1; it follows the writes across
+	// the kill.
+	page, err := cl.List(ctx, client.ListOptions{Prefix: "client/"})
+	require.NoError(t, err)
+	w := cl.Watch(client.WatchOptions{Prefix: "client/", Index: page.Index + 1})
+	defer w.Close()
+	first, err := cl.Put(ctx, "client/first", []byte("x"))
+	require.NoError(t, err)
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+	ev, err := w.Next(fctx)
+	fcancel()
+	require.NoError(t, err)
+	require.Equal(t, first, ev.Index)
+
 	const writers, perWriter = 4, 30
 	var (
 		mu    sync.Mutex
@@ -79,7 +93,22 @@ func TestClientWritesExactlyOnceAndReadsMonotonicallyAcrossALeaderKill(t *testin
 	wg.Wait()
 	require.False(t, t.Failed())
 
-	all, err := cl.ListAll(ctx, "client/", false)
+	// Every acknowledged write reaches the watcher once, at its index, though the stream's node died.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	watched := map[string]uint64{}
+	for len(watched) < writers*perWriter {
+		ev, err := w.Next(wctx)
+		require.NoError(t, err, "watched %d of %d", len(watched), writers*perWriter)
+		for _, ch := range ev.Changes {
+			_, dup := watched[ch.Key]
+			require.False(t, dup, "%s delivered twice", ch.Key)
+			watched[ch.Key] = ev.Index
+		}
+	}
+	require.Equal(t, acked, watched)
+
+	all, err := cl.ListAll(ctx, "client/w", false)
 	require.NoError(t, err)
 	require.Len(t, all, writers*perWriter)
 	for _, e := range all {
