@@ -283,6 +283,12 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &txnError{msg: "consistency=stale is for transactions that only read"})
 		return
 	}
+	if len(r.Header[headerIdempotencyKey]) > 0 {
+		// Not yet recorded for transactions (fsm.Command.Unwrap wraps puts and deletes only): refuse it
+		// rather than let a client believe a retry is safe.
+		s.writeError(w, r, paramError("header Idempotency-Key is not supported on transactions yet"))
+		return
+	}
 	res, index, err := s.store.Txn(r.Context(), t, c)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -106,4 +107,13 @@ func TestTxnWritesArriveTogetherOnAWatch(t *testing.T) {
 	require.Len(t, ev.Changes, 2)
 	assert.Equal(t, "t/a", ev.Changes[0].Key)
 	assert.Equal(t, "t/b", ev.Changes[1].Key)
+}
+
+// Transactions do not record an Idempotency-Key yet: one is refused, never silently ignored.
+func TestTxnRefusesAnIdempotencyKey(t *testing.T) {
+	hs := newHarness(t, Options{})
+	r := httptest.NewRequest(http.MethodPost, "/v1/txn", body(`{"success":[{"op":"put","key":"a","value":"eA=="}]}`))
+	r.Header.Set("Idempotency-Key", "k1")
+	requireError(t, hs.serve(r), http.StatusBadRequest, "invalid_parameter")
+	require.Zero(t, hs.store.writeCount())
 }
