@@ -23,7 +23,7 @@ import (
 // The web console in a real browser (Debian's headless Chromium, driven over the DevTools protocol by
 // chromedp) against a real 3-node cluster: it shows three members and the leader, browses keys by
 // folder, creates a key that the API then reads, refuses an edit whose key changed meanwhile (cas),
-// saves and deletes, and shows a stopped node as failed.
+// saves and deletes, tails the changes under a prefix, and shows a stopped node as failed.
 //
 // Without Chromium the test skips, unless RAFTKV_REQUIRE_DOCKER=1 (set by CI, which installs it in
 // .ci/run): then it fails. RAFTKV_UI_SCREENSHOTS=DIR saves a PNG of each view there (docs/img for the
@@ -119,6 +119,23 @@ func TestConsoleShowsTheClusterEditsKeysAndAFailedNode(t *testing.T) {
 	b.do(chromedp.Click(chromedp.ID("v-delete")))
 	b.waitFor("a deleted key", `document.getElementById('v-msg').textContent.startsWith("Deleted at index")`)
 	require.Equal(t, http.StatusNotFound, c.Node(1).Get(key).Status)
+
+	// The live tail of a prefix (GET /v1/watch): changes made through the API appear, newest first.
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "#/keys/app%2F"`),
+		chromedp.WaitVisible(chromedp.CSS(`#k-list tr[data-key="app/config"]`)),
+		chromedp.Click(chromedp.ID("k-watch")))
+	b.waitFor("a running watch of app/", `location.hash === "#/watch/app%2F" &&
+		document.getElementById('w-state').textContent.includes("complete up to index")`)
+	put := c.MustPut(t, 1, "app/config", []byte(`{"replicas": 5, "region": "eu-west"}`))
+	require.Equal(t, http.StatusOK, c.Node(2).Delete("app/feature-flags").Status)
+	c.MustPut(t, 0, "users/carol", []byte("not under app/"))
+	c.MustPut(t, 2, "app/new-setting", []byte("on"))
+	b.waitFor("three changes under app/ in the tail", fmt.Sprintf(`(() => {
+		const rows = [...document.querySelectorAll('#w-list tbody tr')].map((r) => r.dataset.type + " " + r.dataset.key);
+		return rows.join(",") === "put app/new-setting,delete app/feature-flags,put app/config" &&
+			document.querySelector('#w-list tr[data-key="app/config"]').dataset.index === "%d";
+	})()`, put.Index))
+	b.screenshot("console-watch.png")
 
 	// A stopped node: neither the one serving the page nor the leader, so both stay.
 	victim := -1

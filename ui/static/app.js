@@ -4,11 +4,6 @@
 "use strict";
 
 (() => {
-  // The live tail needs GET /v1/watch (Server-Sent Events). Until that endpoint is on main the view is
-  // hidden and unreachable; set this to true once it is (the code below follows its documented shape:
-  // data {"index","changes":[{type,key,value,create_index,mod_index}]}, "progress" and "error" events).
-  const WATCH_ENABLED = false;
-
   const POLL_MS = 2000;        // cluster view refresh
   const REQUEST_MS = 8000;     // bound on any one API call
   const PAGE = 100;            // entries per list request
@@ -116,7 +111,7 @@
     let name = slash < 0 ? h : h.slice(0, slash);
     let arg = "";
     try { arg = slash < 0 ? "" : decodeURIComponent(h.slice(slash + 1)); } catch (_) { arg = ""; }
-    if (!views.includes(name) || (name === "watch" && !WATCH_ENABLED)) name = "cluster";
+    if (!views.includes(name)) name = "cluster";
     if (leaveView) { leaveView(); leaveView = null; }
     current = name;
     for (const v of views) show($("view-" + v), v === name);
@@ -490,7 +485,7 @@
       src.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
         for (const c of msg.changes) {
-          body.prepend(el("tr", { class: c.type },
+          body.prepend(el("tr", { class: c.type, "data-key": c.key, "data-type": c.type, "data-index": msg.index },
             el("td", { class: "num", text: msg.index }),
             el("td", { text: c.type }),
             el("td", {}, el("a", { href: "#/key/" + encodeURIComponent(c.key), text: c.key })),
@@ -498,17 +493,22 @@
             el("td", { text: new Date().toLocaleTimeString() })));
         }
         while (body.rows.length > TAIL_ROWS) body.deleteRow(-1);
+        // Messages come exactly once and in index order, so this one completes the stream up to it.
+        state("watching; complete up to index " + msg.index);
       };
       src.addEventListener("progress", (ev) => {
         try { state("watching; complete up to index " + JSON.parse(ev.data).index); } catch (_) { /* ignore */ }
       });
-      // A server "error" event has data and ends the stream for a reason; the browser's own error
-      // event (no data) means the connection dropped, and EventSource reconnects from the last id.
+      // A server "error" event has data and ends the stream: EventSource then reconnects by itself with
+      // Last-Event-ID, which resumes exactly where it stopped (no_leader, lagging, shutting_down), except
+      // after "compacted": the history no longer reaches back, so start again from now. The browser's
+      // own error event (no data) means the connection dropped or was refused.
       src.addEventListener("error", (ev) => {
         if (ev.data) {
-          let why = ev.data;
-          try { const e = JSON.parse(ev.data); why = e.error || e.code; } catch (_) { /* raw text */ }
-          stop("stopped: " + why);
+          let e = {};
+          try { e = JSON.parse(ev.data); } catch (_) { e = { error: ev.data }; }
+          if (e.code === "compacted") stop("stopped: the node no longer has the changes since the last event; start again");
+          else state("reconnecting (" + (e.code || e.error) + ")…");
         } else if (src && src.readyState === EventSource.CONNECTING) {
           state("reconnecting…");
         } else if (src && src.readyState === EventSource.CLOSED) {
@@ -518,7 +518,7 @@
     };
     $("w-form").onsubmit = (ev) => { ev.preventDefault(); start(); };
     $("w-stop").onclick = () => stop("stopped");
-    state("");
+    start();
     return () => stop();
   }
 
@@ -534,7 +534,7 @@
   // ---- start --------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
-    show($("nav-watch"), WATCH_ENABLED);
+    $("k-watch").onclick = () => go("watch", $("k-prefix").value);
     $("k-goto").onsubmit = (ev) => { ev.preventDefault(); go("keys", $("k-prefix").value); };
     $("k-new").onclick = openCreate;
     $("k-create").onsubmit = submitCreate;
