@@ -369,8 +369,13 @@ func TestWipedNodeRejoinsAsFreshMember(t *testing.T) {
 	require.NoError(t, err)
 
 	victim := c.follower()
-	oldData, ok := c.nodes[leader].store.fsm.MemberDataID(victim)
-	require.True(t, ok)
+	// The leader records each member's data id by a log entry of its own after bootstrap.
+	var oldData string
+	require.Eventually(t, func() bool {
+		var ok bool
+		oldData, ok = c.nodes[leader].store.fsm.MemberDataID(victim)
+		return ok
+	}, waitFor, 20*time.Millisecond, "the leader never recorded %s's data id", victim)
 	c.stop(victim)
 	require.NoError(t, os.RemoveAll(c.nodes[victim].dir))
 	s := c.start(victim, 0, c.nodes[leader].gossAddr)
