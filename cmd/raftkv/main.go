@@ -49,6 +49,10 @@ Backups:
   snapshot inspect FILE   verify FILE and print what it holds
   snapshot restore FILE   replace every key in the running cluster with FILE's
 
+Security:
+  tls ca create       create the cluster CA (ca.pem, ca-key.pem)
+  tls cert create     issue a node (--node ID) or client (--client NAME) certificate
+
 Lost quorum:
   recover             offline, on each survivor: rewrite the configuration to the survivors
 
@@ -136,6 +140,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSnapshot(ctx, rest, stdin, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdin, stdout, stderr)
+	case "tls":
+		return runTLS(ctx, rest, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "raftkv: unknown command %q\n\n%s", cmd, overview)
 	return exitUsage
