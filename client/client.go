@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -56,8 +57,12 @@ type Config struct {
 	// HTTPClient replaces the default transport (tests, custom TLS). It must not follow redirects.
 	HTTPClient *http.Client
 
-	// TLS and Token are reserved for when the server supports them; they must be empty for now.
-	TLS   any
+	// TLS, when set, makes endpoints without a scheme https, and is the TLS configuration of the default
+	// transport (RootCAs to verify the nodes, Certificates for a client certificate). With HTTPClient
+	// set, that client's transport must carry the TLS configuration itself.
+	TLS *tls.Config
+
+	// Token is reserved for when the server supports it; it must be empty for now.
 	Token string
 }
 
@@ -78,12 +83,16 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("client: no endpoint given")
 	}
-	if cfg.TLS != nil || cfg.Token != "" {
-		return nil, errors.New("client: TLS and Token are not supported by the server yet")
+	if cfg.Token != "" {
+		return nil, errors.New("client: Token is not supported by the server yet")
+	}
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
 	}
 	bases := make([]string, 0, len(cfg.Endpoints))
 	for _, a := range cfg.Endpoints {
-		b, err := normalizeAddr(a)
+		b, err := normalizeAddr(a, scheme)
 		if err != nil {
 			return nil, err
 		}
@@ -107,15 +116,18 @@ func New(cfg Config) (*Client, error) {
 	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = newHTTPClient(cfg.DialTimeout)
+		hc = newHTTPClient(cfg.DialTimeout, cfg.TLS)
 	}
 	return &Client{bases: bases, cfg: cfg, hc: hc}, nil
 }
 
 // newHTTPClient connects directly (a proxy's 502 would hide whether a write reached the node) and never
 // follows redirects (the API has none; following one on a PUT could write another key).
-func newHTTPClient(dial time.Duration) *http.Client {
+func newHTTPClient(dial time.Duration, tlsConfig *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig.Clone()
+	}
 	tr.Proxy = nil
 	tr.MaxIdleConnsPerHost = 64
 	tr.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
@@ -144,9 +156,9 @@ func (c *Client) observe(index uint64) {
 	}
 }
 
-func normalizeAddr(a string) (string, error) {
+// normalizeAddr turns an endpoint into a base URL; scheme is the one used when a has none.
+func normalizeAddr(a, scheme string) (string, error) {
 	a = strings.TrimSuffix(strings.TrimSpace(a), "/")
-	scheme := "http"
 	if i := strings.Index(a, "://"); i >= 0 {
 		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.RawQuery != "" {

@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,16 +95,18 @@ type clientConfig struct {
 	minBackoff time.Duration // first retry delay (default 100 ms), doubling up to maxBackoff
 	maxBackoff time.Duration // default 2 s
 	httpClient *http.Client  // default: see newHTTPClient
+	tls        *tls.Config   // nil: plain HTTP; set: https by default, this config on the default transport
 }
 
 // client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
 type client struct {
 	// pub runs every request/response call: one retry policy, one error decoding, in the public
 	// client package. What stays here is the CLI's view of it and the streams (watch, snapshot).
-	pub   *rkv.Client
-	bases []string // normalized base URLs, "http://host:port"
-	cfg   clientConfig
-	hc    *http.Client
+	pub    *rkv.Client
+	bases  []string // normalized base URLs, "http://host:port"
+	scheme string   // of addresses given without one (a leader's address from status): http or https
+	cfg    clientConfig
+	hc     *http.Client
 
 	mu  sync.Mutex
 	cur int // index in bases of the node to try first: the last one that answered
@@ -113,9 +116,13 @@ func newClient(cfg clientConfig) (*client, error) {
 	if len(cfg.addrs) == 0 {
 		return nil, errors.New("no node address given")
 	}
+	scheme := "http"
+	if cfg.tls != nil {
+		scheme = "https"
+	}
 	bases := make([]string, 0, len(cfg.addrs))
 	for _, a := range cfg.addrs {
-		b, err := normalizeAddr(a)
+		b, err := normalizeAddrScheme(a, scheme)
 		if err != nil {
 			return nil, err
 		}
@@ -136,21 +143,24 @@ func newClient(cfg clientConfig) (*client, error) {
 	cfg.maxBackoff = max(cfg.maxBackoff, cfg.minBackoff)
 	hc := cfg.httpClient
 	if hc == nil {
-		hc = newHTTPClient()
+		hc = newHTTPClient(cfg.tls)
 	}
 	pub, err := rkv.New(rkv.Config{Endpoints: cfg.addrs, Timeout: cfg.timeout, MinBackoff: cfg.minBackoff,
-		MaxBackoff: cfg.maxBackoff, HTTPClient: hc})
+		MaxBackoff: cfg.maxBackoff, HTTPClient: hc, TLS: cfg.tls})
 	if err != nil {
 		return nil, err
 	}
-	return &client{pub: pub, bases: bases, cfg: cfg, hc: hc}, nil
+	return &client{pub: pub, bases: bases, scheme: scheme, cfg: cfg, hc: hc}, nil
 }
 
 // newHTTPClient connects directly (no proxy: a proxy's 502 would hide whether a write reached the node,
 // and nodes are addressed by IP anyway) and never follows redirects (the API has none; following one on
 // a PUT could write a different key).
-func newHTTPClient() *http.Client {
+func newHTTPClient(tlsConfig *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig.Clone()
+	}
 	tr.Proxy = nil
 	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	return &http.Client{
@@ -176,9 +186,11 @@ func splitAddrs(s string) []string {
 }
 
 // normalizeAddr turns "host:port", "http://host:port" or "https://host:port/" into a base URL.
-func normalizeAddr(a string) (string, error) {
+func normalizeAddr(a string) (string, error) { return normalizeAddrScheme(a, "http") }
+
+// normalizeAddrScheme is normalizeAddr with scheme for an address that has none.
+func normalizeAddrScheme(a, scheme string) (string, error) {
 	a = strings.TrimSuffix(strings.TrimSpace(a), "/")
-	scheme := "http"
 	if i := strings.Index(a, "://"); i >= 0 {
 		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.RawQuery != "" {

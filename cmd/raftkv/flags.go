@@ -4,6 +4,7 @@ package main
 // after positional arguments, the client flags, and the one mapping from an error to an exit status.
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/tlsutil"
 )
 
 // Exit statuses.
@@ -118,6 +120,7 @@ func usageError(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) int
 type clientFlags struct {
 	addr    string
 	timeout time.Duration
+	tls     tlsutil.ClientFiles
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -129,6 +132,20 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 		"nodes to talk to, as `host:port[,host:port...]`, tried in turn (env RAFTKV_ADDR)")
 	fs.DurationVar(&f.timeout, "timeout", defaultTimeout,
 		"total `time` to keep retrying transient failures (no leader, node down)")
+	fs.StringVar(&f.tls.CA, "cacert", os.Getenv("RAFTKV_CACERT"),
+		"CA `file` to verify the nodes' certificates with; addresses without a scheme become https (env RAFTKV_CACERT)")
+	fs.StringVar(&f.tls.Cert, "cert", os.Getenv("RAFTKV_CERT"),
+		"client certificate `file`, for nodes that require one (--tls-client-ca-file); https (env RAFTKV_CERT)")
+	fs.StringVar(&f.tls.Key, "key", os.Getenv("RAFTKV_KEY"), "the client certificate's key `file` (env RAFTKV_KEY)")
+}
+
+// tlsConfig is the TLS configuration the flags ask for; nil when none is set (plain HTTP unless an
+// address says https://, verified against the system's roots).
+func (f *clientFlags) tlsConfig() (*tls.Config, error) {
+	if f.tls.Empty() {
+		return nil, nil
+	}
+	return tlsutil.ClientConfig(f.tls)
 }
 
 // addrs returns the --addr list; an empty list is a usage error.
@@ -151,7 +168,11 @@ func (f *clientFlags) newClient(addrs []string) (*client, error) {
 			return nil, err
 		}
 	}
-	return newClient(clientConfig{addrs: addrs, timeout: f.timeout})
+	tc, err := f.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return newClient(clientConfig{addrs: addrs, timeout: f.timeout, tls: tc})
 }
 
 // fail prints err as "raftkv: <context>: <err>" and returns its exit status.

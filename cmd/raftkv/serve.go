@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/raftkv/raftkv/metrics"
 	"github.com/raftkv/raftkv/netlimit"
 	"github.com/raftkv/raftkv/store"
+	"github.com/raftkv/raftkv/tlsutil"
 	"github.com/raftkv/raftkv/ui"
 	"github.com/raftkv/raftkv/watch"
 )
@@ -61,6 +63,7 @@ type serveFlags struct {
 	maxWatches, maxTxnOps                       int
 	dedupWindow                                 time.Duration
 	dedupMaxKeys                                int
+	tls                                         tlsFlags
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -97,6 +100,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares and ops in one transaction")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", store.DefaultDedupWindow, "how long a write's Idempotency-Key is remembered: a retry within it returns the first outcome (the leader's value applies)")
 	fs.IntVar(&f.dedupMaxKeys, "dedup-max-keys", store.DefaultDedupMaxKeys, "most Idempotency-Keys remembered at once (the oldest go first)")
+	f.tls.register(fs)
 	return fs
 }
 
@@ -213,6 +217,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f.httpBodyTimeout < time.Second {
 		return usageError(fs, stderr, "--http-body-timeout must be at least 1s")
 	}
+	apiTLS, err := f.tls.apiSource(logger.With("component", "tls"))
+	if err != nil {
+		logger.Error("cannot load the API's TLS files", "err", err)
+		fmt.Fprintf(stderr, "raftkv: %v\n", err)
+		return exitUnavailable
+	}
 	join := splitList(f.join)
 	if f.bootstrapExpect < 0 {
 		// A lone node just works; a node told to join waits to be added instead of founding a
@@ -306,12 +316,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	limited := netlimit.New(ln, f.httpMaxConns, func(remote net.Addr) {
 		httpLog.Warn("HTTP connection refused: too many open connections", "remote", remote, "limit", f.httpMaxConns)
 	})
+	var apiLn net.Listener = limited
+	scheme := "http"
+	if apiTLS != nil {
+		apiLn, scheme = tls.NewListener(limited, tlsutil.APIServerConfig(apiTLS)), "https"
+	}
+	reloadCtx, stopReload := context.WithCancel(context.Background())
+	defer stopReload()
+	reloadTLS(reloadCtx, nonNil(apiTLS), f.tls.reloadInterval, logger.With("component", "tls"))
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(limited) }()
+	go func() { serveErr <- srv.Serve(apiLn) }()
 	if f.console {
-		logger.Info("serving HTTP API and the web console", "addr", ln.Addr().String(), "console", "http://"+ln.Addr().String()+ui.Prefix)
+		logger.Info("serving HTTP API and the web console", "addr", ln.Addr().String(), "scheme", scheme,
+			"client_certs", apiTLS != nil && apiTLS.Pool() != nil, "console", scheme+"://"+ln.Addr().String()+ui.Prefix)
 	} else {
-		logger.Info("serving HTTP API", "addr", ln.Addr().String())
+		logger.Info("serving HTTP API", "addr", ln.Addr().String(), "scheme", scheme, "client_certs", apiTLS != nil && apiTLS.Pool() != nil)
 	}
 
 	exit := exitOK

@@ -278,7 +278,7 @@ func restoreSnapshot(ctx context.Context, c *client, path string) (store.Restore
 }
 
 func uploadSnapshot(ctx context.Context, c *client, addr, path string) (store.RestoreResult, error) {
-	base, err := normalizeAddr(addr)
+	base, err := normalizeAddrScheme(addr, c.scheme)
 	if err != nil {
 		return store.RestoreResult{}, err
 	}

@@ -23,7 +23,7 @@ var errCompacted = errors.New("compacted")
 
 func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("watch", "watch [flags] PREFIX", `
-Print every change of the keys starting with PREFIX (--key: of the one key PREFIX), exactly once and in
+Print every change of the keys starting with PREFIX (--exact: of the one key PREFIX), exactly once and in
 index order, until interrupted: one "index<TAB>put|delete<TAB>key<TAB>value" line per change, or with
 --json one JSON object per index holding all of its changes. Without --index the watch starts now.
 
@@ -37,7 +37,7 @@ and says so: list again and watch from the list's index + 1.`)
 	var asJSON, oneKey, prev bool
 	fs.Uint64Var(&index, "index", 0, "print changes with an index from `N` on (default: from now)")
 	fs.BoolVar(&asJSON, "json", false, "print each index's message as JSON")
-	fs.BoolVar(&oneKey, "key", false, "watch the one key PREFIX instead of a prefix")
+	fs.BoolVar(&oneKey, "exact", false, "watch the one key PREFIX instead of a prefix")
 	fs.BoolVar(&prev, "prev", false, "include each change's previous value (with --json)")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
@@ -51,7 +51,7 @@ and says so: list again and watch from the list's index + 1.`)
 		prefix = pos[0]
 	}
 	if oneKey && prefix == "" {
-		return usageError(fs, stderr, "--key needs a KEY")
+		return usageError(fs, stderr, "--exact needs a KEY")
 	}
 	c, err := cf.newClient(nil)
 	if err != nil {

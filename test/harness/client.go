@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,12 @@ func NewClient(addr string, timeout time.Duration) *Client {
 			IdleConnTimeout:     30 * time.Second,
 		}},
 	}
+}
+
+// UseTLS makes c speak https with cfg.
+func (c *Client) UseTLS(cfg *tls.Config) {
+	c.BaseURL = "https://" + strings.TrimPrefix(c.BaseURL, "http://")
+	c.HTTP.Transport.(*http.Transport).TLSClientConfig = cfg.Clone()
 }
 
 // Response is one answer, decoded as far as the API defines it. Err is set when no HTTP response

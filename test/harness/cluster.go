@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -38,6 +39,10 @@ type Options struct {
 	ExtraArgs         []string
 	// RequestTimeout bounds each request of the nodes' clients (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// NodeArgs, when set, adds flags for the node with this id (its own certificate, say).
+	NodeArgs func(id string) []string
+	// ClientTLS, when set, makes the nodes' clients speak https with it (nodes started with TLS).
+	ClientTLS *tls.Config
 }
 
 func (o Options) flags() []string {
@@ -96,7 +101,11 @@ func (n *Node) args() []string {
 	if len(n.join) > 0 {
 		a = append(a, "--join", strings.Join(n.join, ","))
 	}
-	return append(a, n.opts.flags()...)
+	a = append(a, n.opts.flags()...)
+	if n.opts.NodeArgs != nil {
+		a = append(a, n.opts.NodeArgs(n.ID)...)
+	}
+	return a
 }
 
 func (n *Node) allocatePorts() error {
@@ -110,6 +119,9 @@ func (n *Node) allocatePorts() error {
 	addr := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 	n.HTTPAddr, n.RaftAddr, n.GossipAddr = addr(p[0]), addr(p[1]), addr(p[2])
 	n.Client = NewClient(n.HTTPAddr, n.opts.RequestTimeout)
+	if n.opts.ClientTLS != nil {
+		n.Client.UseTLS(n.opts.ClientTLS)
+	}
 	return nil
 }
 
