@@ -9,6 +9,17 @@ import (
 // SnapshotFormat names what WriteBackup writes, for a backup's metadata.
 var SnapshotFormat = fmt.Sprintf("fsm-snapshot/%d", snapshotVersion)
 
+// ReadsSnapshotFormat reports whether this build reads a backup whose metadata names format: this
+// version's and every earlier one.
+func ReadsSnapshotFormat(format string) bool {
+	for v := snapshotVersionV1; v <= snapshotVersion; v++ {
+		if format == fmt.Sprintf("fsm-snapshot/%d", v) {
+			return true
+		}
+	}
+	return false
+}
+
 // SnapshotInfo describes a snapshot's content.
 type SnapshotInfo struct {
 	Applied    uint64 // the raft index of the state
@@ -30,6 +41,8 @@ func (f *FSM) Backup() BackupState {
 		lastWrite: f.lastWrite.Load(),
 		members:   map[string]string{}, // membership belongs to the cluster, not to its data
 		tree:      f.tree.Clone(),
+		sessions:  f.sessionCopiesLocked(), // only to know each holder's behavior
+		backup:    true,
 	}}
 }
 
@@ -65,6 +78,10 @@ func (f *FSM) PrepareRestore(r io.Reader, w io.Writer, index uint64) (SnapshotIn
 	f.mu.RUnlock()
 	info := SnapshotInfo{Applied: s.applied, WriteIndex: s.lastWrite, Keys: s.tree.Len(), Bytes: treeSize(s.tree)}
 	s.applied, s.lastWrite = index, index
+	// A backup carries no sessions, but the clock of the cluster it goes into must not go back.
+	f.mu.RLock()
+	s.sessClock = max(s.sessClock, f.sess.clock)
+	f.mu.RUnlock()
 	if err := s.write(w); err != nil {
 		return SnapshotInfo{}, err
 	}

@@ -27,8 +27,10 @@ const (
 	// FormatSealed: every entry the store writes is sealed in a checksum (envelope.go), and the ops
 	// from OpCheckpoint on may appear. Older unsealed entries still apply.
 	FormatSealed = 3
+	// FormatSessions: OpSession commands and session puts in transactions (session.go) may appear.
+	FormatSessions = 4
 	// LogFormat is the newest format this build applies.
-	LogFormat = FormatSealed
+	LogFormat = FormatSessions
 )
 
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.

@@ -24,7 +24,7 @@ const (
 )
 
 func (o Op) valid() bool {
-	return (o >= OpPut && o <= OpNoop) || o == OpTxn || o == OpIdempotent
+	return (o >= OpPut && o <= OpNoop) || o == OpTxn || o == OpIdempotent || o == OpSession
 }
 
 func (o Op) String() string {
@@ -41,6 +41,8 @@ func (o Op) String() string {
 		return "txn"
 	case OpIdempotent:
 		return "idempotent"
+	case OpSession:
+		return "session"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
@@ -59,6 +61,8 @@ type Command struct {
 
 	// Txn is OpTxn's transaction, decoded from Value by DecodeCommand (Encode writes Value only).
 	Txn *Txn
+	// Session is OpSession's command, decoded from Value likewise.
+	Session *SessionCmd
 }
 
 // ErrInvalidCommand is wrapped by every DecodeCommand error.
@@ -161,6 +165,14 @@ func DecodeCommand(b []byte) (Command, error) {
 			return Command{}, invalidCommand("a txn command has no cas and no key")
 		}
 		if c.Txn, err = DecodeTxn(c.Value); err != nil {
+			return Command{}, err
+		}
+	}
+	if c.Op == OpSession {
+		if c.CAS || c.Key != "" {
+			return Command{}, invalidCommand("a session command has no cas and no key")
+		}
+		if c.Session, err = DecodeSessionCmd(c.Value); err != nil {
 			return Command{}, err
 		}
 	}

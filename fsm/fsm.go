@@ -30,6 +30,10 @@ type Result struct {
 	Replayed bool
 	// KeyReused: an OpIdempotent whose key was recorded for a different request; nothing changed.
 	KeyReused bool
+	// OK: an acquire took (or already held) the lock, a release gave it back, a session put owns the key.
+	OK bool
+	// Refused: a session command that changed nothing, and why (see Refusal).
+	Refused Refusal
 }
 
 // FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
@@ -39,6 +43,7 @@ type FSM struct {
 	tree    *btree.BTreeG[Entry]
 	members map[string]string // member id → data-dir id
 	dedup   dedupTable        // idempotency key → outcome
+	sess    sessionState      // sessions and lock delays (session.go)
 	// lastWrite is the index of the last write applied. Write indexes are unique across the store and
 	// increase in log order: a command gets max(lastWrite+1, its entry's raft index), so the only
 	// command of an entry gets the entry's raft index, and the commands of a batch consecutive ones.
@@ -57,8 +62,9 @@ type FSM struct {
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
 
-	sink ChangeSink // nil: nobody watches
-	one  [1]Change  // the change of a single put or delete, handed to sink without an allocation
+	sink     ChangeSink  // nil: nobody watches
+	sessSink SessionSink // nil: nobody counts session TTLs down
+	one      [1]Change   // the change of a single put or delete, handed to sink without an allocation
 
 	// halt is set, once, when an entry fails its checksum; haltCh is closed then. From that point the
 	// FSM applies nothing: skipping the entry would make this node's state silently differ from the
@@ -89,7 +95,8 @@ var (
 
 // New returns an empty FSM at applied index 0.
 func New() *FSM {
-	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{}), dedup: newDedupTable()}
+	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{}), dedup: newDedupTable(),
+		sess: newSessionState()}
 }
 
 // Halted is closed when the FSM stops applying because an entry failed its checksum; Corrupt says which.
@@ -130,6 +137,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		}
 		data = payload
 	}
+	f.sess.curTerm = l.Term
 	var res interface{}
 	if l.Type == raft.LogCommand && IsBatch(data) {
 		res = f.applyBatch(l.Index, data)
@@ -204,8 +212,16 @@ func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 		return res
 	}
 	if cmd.Op == OpTxn {
+		if refused := f.txnRefusalLocked(cmd.Txn); refused != RefusedNone {
+			res.Refused = refused
+			return res
+		}
 		tr, ch := f.evalTxnLocked(cmd.Txn, index)
 		res.Txn, changes = &tr, ch
+		return res
+	}
+	if cmd.Op == OpSession {
+		res, changes = f.applySessionLocked(cmd.Session, index)
 		return res
 	}
 
@@ -244,8 +260,14 @@ func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 // putLocked writes key = value at write index index and returns the change; old and found are the
 // key's entry before it (the caller has looked it up already). f.mu is held.
 func (f *FSM) putLocked(key string, value []byte, index uint64, old Entry, found bool) Change {
+	return f.putEntryLocked(key, value, index, old, found, old.Lock)
+}
+
+// putEntryLocked is putLocked with the key's new lock (nil: none). A plain put keeps the key's holder.
+func (f *FSM) putEntryLocked(key string, value []byte, index uint64, old Entry, found bool, lock *Lock) Change {
 	e := Entry{
-		Key: key,
+		Lock: lock,
+		Key:  key,
 		// Copy: the log's buffer may be reused once Apply returns. make, unlike
 		// bytes.Clone, keeps an empty value non-nil so it reads back as "" and not null.
 		Value:       make([]byte, len(value)),
@@ -264,6 +286,7 @@ func (f *FSM) putLocked(key string, value []byte, index uint64, old Entry, found
 
 // deleteLocked removes old (an entry of the tree) at write index index. f.mu is held.
 func (f *FSM) deleteLocked(old Entry, index uint64) Change {
+	f.forgetOwnerLocked(old)
 	f.tree.Delete(old)
 	f.bytes.Add(-entrySize(old))
 	return deleteChange(old, index)

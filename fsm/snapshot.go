@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/google/btree"
 	"github.com/hashicorp/raft"
@@ -28,15 +29,22 @@ import (
 //	dedup        count, then per record oldest first: idempotency key (length-prefixed), request
 //	             sum (16 bytes), recorded at (8 bytes big-endian), index, current, flags (1 byte:
 //	             bit 0 deleted, bit 1 cas failed)
+//	session clock 8 bytes big-endian: the largest leader stamp of a session command (Unix ms)
+//	sessions     count, then per session in id order: id, name (length-prefixed), ttl ms, behavior
+//	             (1 byte), lock delay ms, create index, renew index, remaining ms
+//	lock delays  count, then per key in key order: key (length-prefixed), until (8 bytes big-endian)
 //	crc          4 bytes  big-endian CRC-32C of every byte before it
 //
-// Version 2 lacks the dedup clock and records (it was written before idempotency keys, so it has
+// In version 4 every entry also has, after its ModIndex, a lock byte: 0 for none, 1 for a lock,
+// followed by its session id (length-prefixed, empty once released) and lock index. Version 3 lacks
+// the lock byte and everything from the session clock on (it has no sessions). Version 2 lacks the dedup clock and records (it was written before idempotency keys, so it has
 // none). Version 1 also lacks the last write index; it was written when every write had its own
 // entry, so its applied index stands in for it. The same state always produces the same bytes (members are
 // sorted, the tree is ordered).
 const (
 	snapshotMagic     = "RKVSNAP"
-	snapshotVersion   = 3
+	snapshotVersion   = 4
+	snapshotVersionV3 = 3
 	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 )
@@ -57,6 +65,12 @@ type snapshot struct {
 	members   map[string]string
 	tree      *btree.BTreeG[Entry]
 	dedup     dedupTable // records are never modified once added, so sharing them is safe
+	sessClock int64
+	sessions  []Session        // id order, without keys (rebuilt from the tree's locks on restore)
+	delays    map[string]int64 // key → until
+	// backup: written for a backup, which carries no sessions: a key owned by a delete-behavior session
+	// is left out (it would outlive its owner), a released-behavior one loses its holder.
+	backup bool
 }
 
 // Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
@@ -77,7 +91,21 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		members:   maps.Clone(f.members),
 		tree:      f.tree.Clone(),
 		dedup:     dedupTable{clock: f.dedup.clock, order: slices.Clone(f.dedup.order)},
+		sessClock: f.sess.clock,
+		sessions:  f.sessionCopiesLocked(),
+		delays:    maps.Clone(f.sess.delays),
 	}, nil
+}
+
+// sessionCopiesLocked copies the sessions, which Apply mutates in place, in id order. f.mu is held.
+func (f *FSM) sessionCopiesLocked() []Session {
+	out := make([]Session, 0, len(f.sess.byID))
+	for _, id := range slices.Sorted(maps.Keys(f.sess.byID)) {
+		c := *f.sess.byID[id]
+		c.keys = nil
+		out = append(out, c)
+	}
+	return out
 }
 
 // Persist streams the snapshot to sink, closing it on success and cancelling it on any error.
@@ -110,13 +138,41 @@ func (s *snapshot) write(w io.Writer) error {
 		sw.string(s.members[id])
 	}
 
-	sw.uvarint(uint64(s.tree.Len()))
+	behavior := make(map[string]Behavior, len(s.sessions))
+	for _, ss := range s.sessions {
+		behavior[ss.ID] = ss.Behavior
+	}
+	skip := func(e *Entry) bool { return s.backup && behavior[e.Holder()] == BehaviorDelete }
+	n := s.tree.Len()
+	if s.backup {
+		s.tree.Ascend(func(e Entry) bool {
+			if skip(&e) {
+				n--
+			}
+			return true
+		})
+	}
+	sw.uvarint(uint64(n))
 	s.tree.Ascend(func(e Entry) bool {
+		if skip(&e) {
+			return true
+		}
 		sw.string(e.Key)
 		sw.uvarint(uint64(len(e.Value)))
 		sw.write(e.Value)
 		sw.uvarint(e.CreateIndex)
 		sw.uvarint(e.ModIndex)
+		if e.Lock == nil {
+			sw.write([]byte{0})
+		} else {
+			sw.write([]byte{1})
+			holder := e.Lock.Session
+			if s.backup {
+				holder = ""
+			}
+			sw.string(holder)
+			sw.uvarint(e.Lock.Index)
+		}
 		return sw.err == nil
 	})
 
@@ -136,6 +192,28 @@ func (s *snapshot) write(w io.Writer) error {
 			flags |= 2
 		}
 		sw.write([]byte{flags})
+	}
+
+	sw.write(binary.BigEndian.AppendUint64(nil, uint64(s.sessClock)))
+	sessions, delays := s.sessions, s.delays
+	if s.backup {
+		sessions, delays = nil, nil
+	}
+	sw.uvarint(uint64(len(sessions)))
+	for _, ss := range sessions {
+		sw.string(ss.ID)
+		sw.string(ss.Name)
+		sw.uvarint(uint64(ss.TTL.Milliseconds()))
+		sw.write([]byte{byte(ss.Behavior)})
+		sw.uvarint(uint64(ss.LockDelay.Milliseconds()))
+		sw.uvarint(ss.CreateIndex)
+		sw.uvarint(ss.RenewIndex)
+		sw.uvarint(uint64(max(ss.Remaining.Milliseconds(), 0)))
+	}
+	sw.uvarint(uint64(len(delays)))
+	for _, k := range slices.Sorted(maps.Keys(delays)) {
+		sw.string(k)
+		sw.write(binary.BigEndian.AppendUint64(nil, uint64(delays[k])))
 	}
 
 	// Flush before reading the checksum: crc sees bytes only as the buffer drains into it.
@@ -195,6 +273,22 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	size := treeSize(s.tree)
 	f.mu.Lock()
 	f.tree, f.members, f.dedup = s.tree, s.members, s.dedup
+	f.sess.clock, f.sess.byID, f.sess.delays = s.sessClock, make(map[string]*Session, len(s.sessions)), s.delays
+	restored := make([]SessionCheckpointItem, 0, len(s.sessions))
+	for i := range s.sessions {
+		ss := &s.sessions[i]
+		f.sess.byID[ss.ID] = ss
+		restored = append(restored, SessionCheckpointItem{ID: ss.ID, Gen: ss.RenewIndex, Remaining: ss.Remaining})
+	}
+	s.tree.Ascend(func(e Entry) bool {
+		if h := e.Holder(); h != "" {
+			f.sess.byID[h].keys[e.Key] = struct{}{} // readSnapshot checked that h is live
+		}
+		return true
+	})
+	if f.sessSink != nil {
+		f.sessSink.SessionsRestored(restored)
+	}
 	f.bytes.Store(size)
 	f.lastWrite.Store(s.lastWrite)
 	if f.sink != nil {
@@ -216,7 +310,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, fmt.Errorf("%w: bad magic %q, not a raftkv snapshot", ErrInvalidSnapshot, header[:len(snapshotMagic)])
 	}
 	version := header[len(snapshotMagic)]
-	if version != snapshotVersion && version != snapshotVersionV2 && version != snapshotVersionV1 {
+	if version < snapshotVersionV1 || version > snapshotVersion {
 		return nil, fmt.Errorf("%w: unknown format version %d (want %d)", ErrInvalidSnapshot, version, snapshotVersion)
 	}
 	s := &snapshot{
@@ -224,6 +318,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		members: make(map[string]string),
 		tree:    newTree(),
 		dedup:   newDedupTable(),
+		delays:  make(map[string]int64),
 	}
 	s.lastWrite = s.applied
 	if version >= snapshotVersionV2 {
@@ -256,7 +351,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 	}
 	var prev string
 	for i := range nEntries {
-		e, err := sr.entry()
+		e, err := sr.entry(version >= snapshotVersion)
 		if err != nil {
 			return nil, fmt.Errorf("read entry %d of %d: %w", i, nEntries, err)
 		}
@@ -268,8 +363,13 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		prev = e.Key
 		s.tree.ReplaceOrInsert(e)
 	}
-	if version >= snapshotVersion {
+	if version >= snapshotVersionV3 {
 		if err := sr.dedup(&s.dedup); err != nil {
+			return nil, err
+		}
+	}
+	if version >= snapshotVersion {
+		if err := sr.sessions(s); err != nil {
 			return nil, err
 		}
 	}
@@ -370,7 +470,7 @@ func (sr *snapshotReader) string() (string, error) {
 	return string(b), err
 }
 
-func (sr *snapshotReader) entry() (Entry, error) {
+func (sr *snapshotReader) entry(withLock bool) (Entry, error) {
 	var e Entry
 	var err error
 	if e.Key, err = sr.string(); err != nil {
@@ -385,7 +485,107 @@ func (sr *snapshotReader) entry() (Entry, error) {
 	if e.ModIndex, err = sr.uvarint(); err != nil {
 		return Entry{}, fmt.Errorf("mod index of %q: %w", e.Key, err)
 	}
+	if !withLock {
+		return e, nil
+	}
+	flag, err := sr.ReadByte()
+	if err != nil {
+		return Entry{}, fmt.Errorf("lock of %q: %w", e.Key, truncated(err))
+	}
+	switch flag {
+	case 0:
+	case 1:
+		e.Lock = &Lock{}
+		if e.Lock.Session, err = sr.string(); err != nil {
+			return Entry{}, fmt.Errorf("lock holder of %q: %w", e.Key, err)
+		}
+		if e.Lock.Index, err = sr.uvarint(); err != nil {
+			return Entry{}, fmt.Errorf("lock index of %q: %w", e.Key, err)
+		}
+	default:
+		return Entry{}, fmt.Errorf("%w: entry %q has lock flag %d", ErrInvalidSnapshot, e.Key, flag)
+	}
 	return e, nil
+}
+
+// sessions reads a version-4 snapshot's session clock, sessions and lock delays into s, and checks
+// that every key's holder is among the sessions.
+func (sr *snapshotReader) sessions(s *snapshot) error {
+	b := make([]byte, 8)
+	if err := sr.full(b); err != nil {
+		return fmt.Errorf("read session clock: %w", err)
+	}
+	s.sessClock = int64(binary.BigEndian.Uint64(b))
+	n, err := sr.uvarint()
+	if err != nil {
+		return fmt.Errorf("read session count: %w", err)
+	}
+	live := make(map[string]bool)
+	for i := range n {
+		ss := Session{keys: map[string]struct{}{}}
+		var ttl, delay, remaining uint64
+		ss.ID, err = sr.string()
+		if err == nil {
+			ss.Name, err = sr.string()
+		}
+		if err == nil {
+			ttl, err = sr.uvarint()
+		}
+		var beh byte
+		if err == nil {
+			if beh, err = sr.ReadByte(); err != nil {
+				err = truncated(err)
+			}
+		}
+		if err == nil {
+			delay, err = sr.uvarint()
+		}
+		if err == nil {
+			ss.CreateIndex, err = sr.uvarint()
+		}
+		if err == nil {
+			ss.RenewIndex, err = sr.uvarint()
+		}
+		if err == nil {
+			remaining, err = sr.uvarint()
+		}
+		if err != nil {
+			return fmt.Errorf("read session %d: %w", i, err)
+		}
+		ss.Behavior = Behavior(beh)
+		if ss.ID == "" || live[ss.ID] || (ss.Behavior != BehaviorRelease && ss.Behavior != BehaviorDelete) {
+			return fmt.Errorf("%w: session %d (%q) empty, repeated or with behavior %d", ErrInvalidSnapshot, i, ss.ID, beh)
+		}
+		live[ss.ID] = true
+		ss.TTL, ss.LockDelay = time.Duration(ttl)*time.Millisecond, time.Duration(delay)*time.Millisecond
+		ss.Remaining = time.Duration(remaining) * time.Millisecond
+		s.sessions = append(s.sessions, ss)
+	}
+	var badHolder string
+	s.tree.Ascend(func(e Entry) bool {
+		if h := e.Holder(); h != "" && !live[h] {
+			badHolder = e.Key
+			return false
+		}
+		return true
+	})
+	if badHolder != "" {
+		return fmt.Errorf("%w: key %q is held by a session the snapshot does not have", ErrInvalidSnapshot, badHolder)
+	}
+	if n, err = sr.uvarint(); err != nil {
+		return fmt.Errorf("read lock delay count: %w", err)
+	}
+	for i := range n {
+		k, err := sr.string()
+		if err == nil {
+			err = sr.full(b)
+		}
+		if err != nil {
+			return fmt.Errorf("read lock delay %d: %w", i, err)
+		}
+		s.delays[k] = int64(binary.BigEndian.Uint64(b))
+	}
+	return nil
 }
 
 // dedup reads the dedup clock and records of a version-3 snapshot into d.

@@ -368,10 +368,10 @@ func TestRestoreRejectsWrongMagicAndVersion(t *testing.T) {
 	body := good[:len(good)-4]
 
 	otherVersion := bytes.Clone(body)
-	otherVersion[len(snapshotMagic)] = 4
+	otherVersion[len(snapshotMagic)] = snapshotVersion + 1
 	err := target.f.Restore(io.NopCloser(bytes.NewReader(withChecksum(otherVersion))))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
-	require.ErrorContains(t, err, "unknown format version 4")
+	require.ErrorContains(t, err, fmt.Sprintf("unknown format version %d", snapshotVersion+1))
 
 	err = target.f.Restore(io.NopCloser(strings.NewReader(`{"not":"a snapshot"}`)))
 	require.ErrorIs(t, err, ErrInvalidSnapshot)
@@ -386,9 +386,18 @@ func TestRestoreReadsVersion1(t *testing.T) {
 	a.index++
 	a.f.StoreConfiguration(a.index, raft.Configuration{})
 	body := persist(t, a.f)
+	// Version 3 is version 4 without the lock byte of each entry (here, of "k", the last) and without
+	// the session clock and the (empty) session and lock delay lists at the end.
+	v3 := append(bytes.Clone(body[:len(body)-4-10-9-1]), body[len(body)-4-10-9:len(body)-4-10]...)
+	v3[len(snapshotMagic)] = snapshotVersionV3
+	f3 := restored(t, withChecksum(v3))
+	e3, ok := f3.Get("k")
+	require.True(t, ok)
+	require.Equal(t, "v", string(e3.Value))
+	require.Nil(t, e3.Lock)
 	// Version 2 is version 3 without the dedup clock and (empty) record list at the end; version 1 is
 	// version 2 without the last write index after the applied index.
-	body = body[:len(body)-4-9]
+	body = body[:len(body)-4-10-9-1]
 	at := len(snapshotMagic) + 1 + 8
 	v1 := append(bytes.Clone(body[:at]), body[at+8:]...)
 	v1[len(snapshotMagic)] = snapshotVersionV1

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -52,6 +53,9 @@ const (
 	TxnDeletePrefix TxnOpKind = 3
 	TxnGet          TxnOpKind = 4
 	TxnList         TxnOpKind = 5
+	// TxnPutSession is a put owned by a session (Session): refused, with the whole transaction, if the
+	// session is not live or the key is held by another session. Proposed only on FormatSessions.
+	TxnPutSession TxnOpKind = 6
 )
 
 func (k TxnOpKind) String() string {
@@ -66,19 +70,24 @@ func (k TxnOpKind) String() string {
 		return "get"
 	case TxnList:
 		return "list"
+	case TxnPutSession:
+		return "put"
 	}
 	return fmt.Sprintf("TxnOpKind(%d)", uint8(k))
 }
 
 // Writes reports whether the op changes the key space.
-func (k TxnOpKind) Writes() bool { return k == TxnPut || k == TxnDelete || k == TxnDeletePrefix }
+func (k TxnOpKind) Writes() bool {
+	return k == TxnPut || k == TxnDelete || k == TxnDeletePrefix || k == TxnPutSession
+}
 
 // TxnOp is one op of a transaction branch.
 type TxnOp struct {
-	Kind  TxnOpKind
-	Key   string // the key, or the prefix of TxnDeletePrefix and TxnList
-	Value []byte // TxnPut
-	Limit uint64 // TxnList: most entries (0: no limit)
+	Kind    TxnOpKind
+	Key     string // the key, or the prefix of TxnDeletePrefix and TxnList
+	Value   []byte // TxnPut, TxnPutSession
+	Limit   uint64 // TxnList: most entries (0: no limit)
+	Session string // TxnPutSession: the owning session
 }
 
 // Txn is a transaction: if every Compare holds, Success runs, else Failure.
@@ -121,7 +130,8 @@ type TxnResult struct {
 //	compares  uvarint count, each: target 1 byte, op 1 byte, key (uvarint length, bytes),
 //	          then the value (length, bytes) for TargetValue or the number (uvarint) otherwise
 //	success   uvarint count, each op: kind 1 byte, key (length, bytes), then the value (length,
-//	          bytes) for TxnPut or the limit (uvarint) for TxnList
+//	          bytes) for TxnPut or the limit (uvarint) for TxnList; TxnPutSession: the value, then
+//	          the session id (length, bytes)
 //	failure   as success
 //
 // Strict like a Command: unknown kinds, non-minimal varints and trailing bytes are errors.
@@ -148,6 +158,9 @@ func (t *Txn) Encode() []byte {
 			switch op.Kind {
 			case TxnPut:
 				b = appendBytes(b, op.Value)
+			case TxnPutSession:
+				b = appendBytes(b, op.Value)
+				b = appendBytes(b, []byte(op.Session))
 			case TxnList:
 				b = binary.AppendUvarint(b, op.Limit)
 			}
@@ -215,7 +228,7 @@ func DecodeTxn(b []byte) (*Txn, error) {
 				return nil, invalidCommand("truncated op %d", i)
 			}
 			op.Kind, rest = TxnOpKind(rest[0]), rest[1:]
-			if op.Kind < TxnPut || op.Kind > TxnList {
+			if op.Kind < TxnPut || op.Kind > TxnPutSession {
 				return nil, invalidCommand("op %d: unknown kind %d", i, op.Kind)
 			}
 			var key []byte
@@ -224,12 +237,22 @@ func DecodeTxn(b []byte) (*Txn, error) {
 			}
 			op.Key = string(key)
 			switch op.Kind {
-			case TxnPut:
+			case TxnPut, TxnPutSession:
 				var v []byte
 				if v, rest, err = readBytes(rest, "op value", "op value length"); err != nil {
 					return nil, err
 				}
 				op.Value = v[:len(v):len(v)]
+				if op.Kind == TxnPutSession {
+					var id []byte
+					if id, rest, err = readBytes(rest, "op session", "op session length"); err != nil {
+						return nil, err
+					}
+					if len(id) == 0 {
+						return nil, invalidCommand("op %d: a session put without a session", i)
+					}
+					op.Session = string(id)
+				}
 			case TxnList:
 				if op.Limit, rest, err = readUvarint(rest, "list limit"); err != nil {
 					return nil, err
@@ -292,6 +315,14 @@ func (f *FSM) evalTxnLocked(t *Txn, index uint64) (TxnResult, []Change) {
 		case TxnPut:
 			old, found := f.tree.Get(Entry{Key: op.Key})
 			changes = append(changes, f.putLocked(op.Key, op.Value, index, old, found))
+		case TxnPutSession: // txnRefusalLocked has checked the session and the key
+			old, found := f.tree.Get(Entry{Key: op.Key})
+			lock := &Lock{Session: op.Session, Index: old.LockIndex()}
+			if found && old.Lock != nil && *old.Lock == *lock {
+				lock = old.Lock
+			}
+			f.sess.byID[op.Session].keys[op.Key] = struct{}{}
+			changes = append(changes, f.putEntryLocked(op.Key, op.Value, index, old, found, lock))
 		case TxnDelete:
 			if old, ok := f.tree.Get(Entry{Key: op.Key}); ok {
 				changes = append(changes, f.deleteLocked(old, index))
@@ -312,6 +343,55 @@ func (f *FSM) evalTxnLocked(t *Txn, index uint64) (TxnResult, []Change) {
 		}
 	}
 	return res, changes
+}
+
+// txnRefusalLocked checks, before anything runs, that every session put of the branch t will run can
+// take its key: the session is live and, at that point of the transaction, no other session holds the
+// key (an earlier op of the same transaction may have deleted or taken it). A refused transaction
+// changes nothing. f.mu is held.
+func (f *FSM) txnRefusalLocked(t *Txn) Refusal {
+	ops := t.Success
+	for i := range t.Compare {
+		if !f.compareLocked(&t.Compare[i]) {
+			ops = t.Failure
+			break
+		}
+	}
+	holder := map[string]string{} // key → holder as the transaction has left it so far
+	var cleared []string          // prefixes deleted so far
+	for _, op := range ops {
+		switch op.Kind {
+		case TxnDelete:
+			holder[op.Key] = ""
+		case TxnDeletePrefix:
+			cleared = append(cleared, op.Key)
+			for k := range holder {
+				if strings.HasPrefix(k, op.Key) {
+					holder[k] = ""
+				}
+			}
+		case TxnPutSession:
+			if _, ok := f.sess.byID[op.Session]; !ok {
+				return RefusedNoSession
+			}
+			h, seen := holder[op.Key]
+			if !seen {
+				e, found := f.tree.Get(Entry{Key: op.Key})
+				gone := slices.ContainsFunc(cleared, func(p string) bool { return strings.HasPrefix(op.Key, p) })
+				if found && !gone {
+					h = e.Holder()
+				}
+				if !gone && !f.keyFree(Entry{Key: op.Key, Lock: e.Lock}, found, op.Session) {
+					return RefusedHeld
+				}
+			}
+			if h != "" && h != op.Session {
+				return RefusedHeld
+			}
+			holder[op.Key] = op.Session
+		}
+	}
+	return RefusedNone
 }
 
 func (f *FSM) compareLocked(c *Compare) bool {

@@ -61,6 +61,8 @@ var errorTable = []struct {
 	{store.ErrWouldLoseQuorum, http.StatusConflict, codeWouldLoseQuorum},
 	{store.ErrIdempotencyKeyReused, http.StatusUnprocessableEntity, codeKeyReused},
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
+	{store.ErrSessionNotFound, http.StatusNotFound, codeSessionNotFound},
+	{store.ErrKeyHeld, http.StatusConflict, codeKeyHeld},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
 	{store.ErrInvalidArchive, http.StatusBadRequest, codeInvalidArchive},
 	{store.ErrInvalid, http.StatusBadRequest, codeInvalidRequest},

@@ -46,6 +46,8 @@ type fakeStore struct {
 	// sink, if set, hears every write's changes, as the FSM tells a watch.Hub.
 	sink    fsm.ChangeSink
 	lastTxn *fsm.Txn
+	// sessions: the fake's sessions (session_test.go), by id.
+	sessions map[string]*store.Session
 }
 
 // ReadIndex: every write the fake acknowledged is applied.

@@ -67,6 +67,12 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey st
 	}
 	h["Content-Type"] = contentTypeOctet
 	setUintHeaders(h, headerModIndex, e.ModIndex, headerCreateIndex, e.CreateIndex)
+	if e.Lock != nil {
+		if e.Lock.Session != "" {
+			h[headerHolder] = []string{e.Lock.Session}
+		}
+		h[headerLockIndex] = []string{strconv.FormatUint(e.Lock.Index, 10)}
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(e.Value)
 }
@@ -78,7 +84,7 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request, escapedKey st
 		s.writeError(w, r, err)
 		return
 	}
-	pre, err := parseWriteParams(r.URL.RawQuery)
+	pre, sp, err := parsePutParams(r.URL.RawQuery)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -86,6 +92,10 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request, escapedKey st
 	value, err := s.readValue(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	if sp.mode != "" {
+		s.handleSessionPut(w, r, key, value, sp)
 		return
 	}
 	ctx, err := writeContext(r)

@@ -54,6 +54,17 @@ type Store interface {
 	// Txn runs a transaction; see store.Store.Txn. The index is the transaction's write index, or for a
 	// transaction without writes the index of the view it read.
 	Txn(ctx context.Context, t *fsm.Txn, c store.Consistency) (*fsm.TxnResult, uint64, error)
+
+	// Sessions (store/session.go). An unknown or ended session is store.ErrSessionNotFound; a key held by
+	// another session (or in its lock delay) on PutOwned is store.ErrKeyHeld.
+	CreateSession(ctx context.Context, o store.SessionOptions) (store.Session, error)
+	RenewSession(ctx context.Context, id string) (time.Duration, error)
+	DestroySession(ctx context.Context, id string) (uint64, error)
+	GetSession(ctx context.Context, id string, c store.Consistency) (store.Session, uint64, error)
+	Sessions(ctx context.Context, c store.Consistency) ([]store.Session, uint64, error)
+	PutOwned(ctx context.Context, key string, value []byte, id string) (uint64, error)
+	Acquire(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error)
+	Release(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
@@ -155,6 +166,16 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		if s.allowed(w, r, allowPost) {
 			s.handleTxn(w, r)
 		}
+	case path == "/v1/session":
+		if s.allowed(w, r, allowPost) {
+			s.handleCreateSession(w, r)
+		}
+	case path == "/v1/sessions":
+		if s.allowed(w, r, allowGet) {
+			s.handleListSessions(w, r)
+		}
+	case strings.HasPrefix(path, sessionPrefix):
+		s.routeSession(w, r, path[len(sessionPrefix):])
 	case path == "/v1/watch":
 		if s.allowed(w, r, allowGet) {
 			s.handleWatch(w, r)
@@ -218,13 +239,18 @@ func routeName(path string) string {
 		return kvPrefix + "{key}"
 	case strings.HasPrefix(path, membersPrefix):
 		return membersPrefix + "{id}"
+	case strings.HasPrefix(path, sessionPrefix):
+		if strings.HasSuffix(path, renewSuffix) {
+			return sessionPrefix + "{id}" + renewSuffix
+		}
+		return sessionPrefix + "{id}"
 	case strings.HasPrefix(path, pprofPrefix):
 		return pprofPrefix
 	case strings.HasPrefix(path, consolePrefix) || path == "/ui":
 		return consolePrefix
 	}
 	switch path {
-	case "/v1/kv", "/v1/watch", "/v1/txn", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
+	case "/v1/kv", "/v1/watch", "/v1/txn", "/v1/session", "/v1/sessions", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
 		"/v1/snapshot", "/healthz", "/readyz", "/metrics":
 		return path
 	}

@@ -51,11 +51,12 @@ type txnCompare struct {
 }
 
 type txnOp struct {
-	Op     string  `json:"op"`
-	Key    *string `json:"key"`
-	Prefix *string `json:"prefix"`
-	Value  *string `json:"value"`
-	Limit  *int    `json:"limit"`
+	Op      string  `json:"op"`
+	Key     *string `json:"key"`
+	Prefix  *string `json:"prefix"`
+	Value   *string `json:"value"`
+	Limit   *int    `json:"limit"`
+	Session *string `json:"session"` // put only: the key is owned by this session
 }
 
 // decodeTxn reads and validates a POST /v1/txn body: every key as the kv routes check it, every value
@@ -216,6 +217,15 @@ func (s *server) parseTxnOp(in *txnOp) (fsm.TxnOp, error) {
 		if op.Value, err = s.decodeValue(*in.Value); err != nil {
 			return op, err
 		}
+	}
+	if in.Session != nil {
+		if op.Kind != fsm.TxnPut {
+			return op, errors.New(`"session" goes with put only`)
+		}
+		if *in.Session == "" {
+			return op, errors.New(`"session" is empty`)
+		}
+		op.Kind, op.Session = fsm.TxnPutSession, *in.Session
 	}
 	if in.Limit != nil {
 		if op.Kind != fsm.TxnList {

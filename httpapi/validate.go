@@ -177,6 +177,42 @@ func parseMinIndex(value string) (uint64, error) {
 	return n, nil
 }
 
+// sessionParams are PUT /v1/kv/{key}'s session parameters: at most one of session=, acquire=,
+// release= (each a session id), never with cas=.
+type sessionParams struct {
+	mode string // "session", "acquire", "release" or "" (none)
+	id   string
+}
+
+// parsePutParams reads the query of PUT /v1/kv/{key}: cas=N, or one session parameter.
+func parsePutParams(rawQuery string) (store.Precondition, sessionParams, error) {
+	var sp sessionParams
+	var rest []string
+	err := forEachParam(rawQuery, func(name, value string) error {
+		switch name {
+		case "session", "acquire", "release":
+			if sp.mode != "" {
+				return paramError("only one of session, acquire and release")
+			}
+			if value == "" {
+				return paramError(name + " needs a session id")
+			}
+			sp = sessionParams{mode: name, id: value}
+			return nil
+		}
+		rest = append(rest, url.QueryEscape(name)+"="+url.QueryEscape(value))
+		return nil
+	})
+	if err != nil {
+		return store.Precondition{}, sp, err
+	}
+	pre, err := parseWriteParams(strings.Join(rest, "&"))
+	if err == nil && pre.Check && sp.mode != "" {
+		err = paramError("cas does not combine with " + sp.mode)
+	}
+	return pre, sp, err
+}
+
 // parseWriteParams reads the query of PUT and DELETE /v1/kv/{key}: an optional cas=N.
 func parseWriteParams(rawQuery string) (store.Precondition, error) {
 	var pre store.Precondition

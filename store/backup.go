@@ -100,7 +100,7 @@ func InspectArchive(r io.Reader) (ArchiveInfo, error) {
 	if err != nil {
 		return ArchiveInfo{}, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
 	}
-	if meta.DataFormat != fsm.SnapshotFormat {
+	if !fsm.ReadsSnapshotFormat(meta.DataFormat) {
 		return ArchiveInfo{}, fmt.Errorf("%w: data format %q, this build reads %q", ErrInvalidArchive, meta.DataFormat, fsm.SnapshotFormat)
 	}
 	if res.err != nil {
@@ -147,7 +147,7 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (RestoreResult, error)
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
 	}
-	if meta.DataFormat != fsm.SnapshotFormat {
+	if !fsm.ReadsSnapshotFormat(meta.DataFormat) {
 		return RestoreResult{}, fmt.Errorf("%w: data format %q, this build reads %q", ErrInvalidArchive, meta.DataFormat, fsm.SnapshotFormat)
 	}
 	if _, err := raw.Seek(0, io.SeekStart); err != nil {

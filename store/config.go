@@ -41,6 +41,9 @@ type Config struct {
 	// idempotent write, so the FSM expires the same records everywhere even if nodes disagree.
 	DedupWindow  time.Duration
 	DedupMaxKeys int
+	// SessionCheckpointInterval: how often the leader records the remaining TTL of sessions not renewed
+	// since the last time, so that a node that restarts counts down from it (0: the default).
+	SessionCheckpointInterval time.Duration
 
 	Logger *slog.Logger
 	// Observer is told about events metrics count; nil observes nothing.

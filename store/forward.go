@@ -266,6 +266,8 @@ func (s *Store) checkClientCommand(cmd fsm.Command) error {
 	switch cmd.Op {
 	case fsm.OpPut, fsm.OpDelete:
 		return s.checkKeyValue(cmd.Key, cmd.Value)
+	case fsm.OpSession:
+		return s.checkSessionCommand(cmd.Session)
 	case fsm.OpTxn:
 		switch format := s.proposer.format.Load(); {
 		case format == 0:
@@ -288,6 +290,12 @@ func (s *Store) checkClientCommand(cmd fsm.Command) error {
 				switch op.Kind {
 				case fsm.TxnDeletePrefix, fsm.TxnList:
 					err = s.checkPrefix(op.Key)
+				case fsm.TxnPutSession:
+					if err = s.checkSessionFormat(); err == nil {
+						if err = checkSessionID(op.Session); err == nil {
+							err = s.checkKeyValue(op.Key, op.Value)
+						}
+					}
 				default:
 					err = s.checkKeyValue(op.Key, op.Value)
 				}

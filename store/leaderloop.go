@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/raftkv/raftkv/fsm"
@@ -60,6 +61,15 @@ func (s *Store) leaderLoop(ctx context.Context) {
 	}
 	s.logger.Info("leader ready", "term", s.raft.CurrentTerm(), "commit_index", s.raft.CommitIndex())
 	s.ensureClusterID()
+	// The session countdown acts for exactly as long as this term's leadership: its expire entries
+	// carry the term, and the FSM voids them if another term appends them.
+	var sessionsDone sync.WaitGroup
+	sessionsDone.Add(1)
+	go func() {
+		defer sessionsDone.Done()
+		s.sessions.Run(ctx, s.readyTerm.Load(), sessionProposer{s})
+	}()
+	defer sessionsDone.Wait()
 	ticker := time.NewTicker(s.cfg.ReconcileInterval)
 	defer ticker.Stop()
 	for {

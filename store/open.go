@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/session"
 	"github.com/raftkv/raftkv/transport"
 )
 
@@ -50,7 +51,10 @@ type Store struct {
 	remoteReads *readBatcher
 	forwarder   *forwarder // batches writes a follower sends to the leader
 	proposer    *proposer  // batches the writes this node, as leader, hands to Raft
-	progress    *progress  // the leader's applied index over time, as this node follows it
+	// sessions counts session TTLs down on this node's clock (the FSM's session sink); the leader loop
+	// runs its expiry and checkpoints.
+	sessions *session.Tracker
+	progress *progress // the leader's applied index over time, as this node follows it
 	// netLogThrottle rate-limits the warnings of Raft's network transport (hclog.go).
 	netLogThrottle *transport.LogThrottle
 
@@ -186,6 +190,9 @@ func Open(cfg Config) (_ *Store, err error) {
 	if cfg.Changes != nil {
 		s.fsm.SetChangeSink(cfg.Changes)
 	}
+	s.sessions = session.New(session.Config{CheckpointInterval: cfg.SessionCheckpointInterval,
+		Logger: s.logger.With("component", "sessions")})
+	s.fsm.SetSessionSink(s.sessions)
 	if s.raft, err = newRaft(rc, s.fsm, logs, s.bolt, snaps, trans); err != nil {
 		return nil, fmt.Errorf("data dir %s: start raft: %w", cfg.DataDir, err)
 	}

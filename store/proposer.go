@@ -184,7 +184,10 @@ func (p *proposer) commit(batch []*proposal) {
 		MaxKeys: uint64(p.s.cfg.DedupMaxKeys),
 	}
 	for _, w := range batch {
-		fsm.StampIdempotent(w.cmd, stamp)
+		if !fsm.StampIdempotent(w.cmd, stamp) {
+			// Session commands carry the clock too: it measures lock delays (fsm/session.go).
+			fsm.StampSession(w.cmd, stamp.Time)
+		}
 	}
 	data := batch[0].cmd
 	if len(batch) > 1 {

@@ -87,6 +87,12 @@ func encodeResult(r fsm.Result) []byte {
 	if r.KeyReused {
 		flags |= 16
 	}
+	if r.OK {
+		flags |= 32
+	}
+	if r.Refused != fsm.RefusedNone { // a refused command has no transaction result
+		return append(b, flags|64, byte(r.Refused))
+	}
 	if r.Txn != nil {
 		flags |= 4
 		return r.Txn.AppendEncoded(append(b, flags))
@@ -106,8 +112,15 @@ func decodeResult(b []byte) (fsm.Result, error) {
 	}
 	flags := b[n+m]
 	r.Index, r.Current, r.Deleted, r.CASFailed = idx, cur, flags&1 != 0, flags&2 != 0
-	r.Replayed, r.KeyReused = flags&8 != 0, flags&16 != 0
+	r.Replayed, r.KeyReused, r.OK = flags&8 != 0, flags&16 != 0, flags&32 != 0
 	rest := b[n+m+1:]
+	if flags&64 != 0 {
+		if len(rest) != 1 || flags&4 != 0 {
+			return r, errors.New("bad apply result: refusal")
+		}
+		r.Refused = fsm.Refusal(rest[0])
+		return r, nil
+	}
 	if flags&4 != 0 {
 		txn, err := fsm.DecodeTxnResult(rest)
 		if err != nil {

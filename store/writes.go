@@ -47,7 +47,7 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
 		if local {
-			if cmd.Op == fsm.OpTxn { // put and delete were checked by httpapi; a txn needs the format
+			if cmd.Op == fsm.OpTxn || cmd.Op == fsm.OpSession { // put and delete were checked by httpapi; these need the format
 				if err := s.checkClientCommand(cmd); err != nil {
 					return err
 				}
@@ -70,6 +70,9 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	}
 	if res.KeyReused {
 		return fsm.Result{}, fmt.Errorf("%w: key %q", ErrIdempotencyKeyReused, IdempotencyKey(ctx))
+	}
+	if err := refusalError(res.Refused); err != nil {
+		return fsm.Result{}, err
 	}
 	return res, nil
 }
