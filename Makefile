@@ -75,9 +75,10 @@ chaos-short:
 .PHONY: image cluster-up cluster-down chaos chaos-short
 
 ## bench: raftkv vs etcd vs a bare net/http ceiling, 3 nodes each on loopback, one after the other; prints
-## the table and writes it to bench/results/ (BENCH_QUICK=1: 2 s rows, a smoke run). The first run downloads etcd.
+## the table and writes it to bench/results/ (~6 min; BENCH_QUICK=1: 2 s rows, a smoke run; BENCH_FLAGS=--rounds 3
+## for medians over rounds). The first run downloads etcd.
 bench: build benchall
-	./bin/benchall --raftkv ./$(BIN) --out bench/results
+	./bin/benchall --raftkv ./$(BIN) --out bench/results $(BENCH_FLAGS)
 
 ## bench-memory: 1 M keys of 100 B into a fresh 3-node cluster via raftkv bench, then each node's RSS (goal < 1 GiB)
 bench-memory: build benchall
@@ -91,9 +92,10 @@ benchall:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm ./httpapi ./store ./transport ./bench/...
 
-## bench-test: vet and test the bench/etcd module (a module of its own: ./... above does not include it)
+## bench-test: vet and test the bench/etcd module (a module of its own: ./... above does not include it);
+## fails if its go.mod is not tidy (bench/modsync_test.go, in `make test`, catches the usual drift offline)
 bench-test:
-	cd bench/etcd && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd bench/etcd && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 .PHONY: bench bench-memory benchall bench-go bench-test
 
