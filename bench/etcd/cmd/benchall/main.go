@@ -44,7 +44,7 @@ func main() {
 const usage = `Usage: benchall [flags]           compare raftkv, etcd and the ceiling (make bench)
        benchall memory [flags]    load 1 M keys into raftkv and report each node's RSS (make bench-memory)
 
-BENCH_QUICK=1 (or --quick) runs each row for 2 s instead of 10 s, one round: a smoke run.
+BENCH_QUICK=1 (or --quick) runs each row for 2 s instead of 5 s: a smoke run.
 
 The systems take turns: each round starts raftkv, runs every row, stops it, then etcd, then the
 ceiling. With --rounds R > 1 each row's number is the median of its R runs, so a burst of other work
@@ -58,6 +58,12 @@ type workload struct {
 	concurrency int
 	stale       bool    // reads: raftkv ?consistency=stale, etcd serializable
 	readRatio   float64 // mixed
+	// nethttp drives raftkv and the ceiling through Go's ordinary net/http client instead of
+	// httptarget's lean one (etcd keeps clientv3, its ordinary client): a ratio must hold with it too.
+	nethttp bool
+	// txn: each put is a transaction comparing the key's mod_index, then putting two keys (raftkv
+	// POST /v1/txn over net/http, etcd Txn); the ceiling has none and skips the row.
+	txn bool
 }
 
 var workloads = []workload{
@@ -68,20 +74,25 @@ var workloads = []workload{
 	{label: "get linearizable", op: loadgen.OpGet, concurrency: 128},
 	{label: "get stale", op: loadgen.OpGet, concurrency: 128, stale: true},
 	{label: "mixed 90% get", op: loadgen.OpMixed, concurrency: 64, readRatio: 0.9},
+	{label: "put (net/http client)", op: loadgen.OpPut, concurrency: 128, nethttp: true},
+	{label: "get linearizable (net/http client)", op: loadgen.OpGet, concurrency: 128, nethttp: true},
+	{label: "txn compare + 2 puts", op: loadgen.OpPut, concurrency: 128, txn: true},
 }
 
 type compareFlags struct {
-	raftkv    string
-	out       string
-	duration  time.Duration
-	warmup    time.Duration
-	quick     bool
-	rounds    int
-	only      string
-	placement string
-	keys      int
-	valueSize int
-	progress  bool
+	raftkv      string
+	out         string
+	duration    time.Duration
+	warmup      time.Duration
+	quick       bool
+	rounds      int
+	only        string
+	placement   string
+	keys        int
+	valueSize   int
+	progress    bool
+	scenario    scenarioFlags
+	noScenarios bool
 }
 
 func runCompare(args []string) int {
@@ -91,15 +102,22 @@ func runCompare(args []string) int {
 	quickEnv := os.Getenv("BENCH_QUICK") != "" && os.Getenv("BENCH_QUICK") != "0"
 	fs.StringVar(&f.raftkv, "raftkv", "bin/raftkv", "the raftkv binary")
 	fs.StringVar(&f.out, "out", "bench/results", "directory for the Markdown and JSON reports")
-	fs.DurationVar(&f.duration, "duration", 0, "measured time per row (default 10s, 2s when quick)")
+	fs.DurationVar(&f.duration, "duration", 0, "measured time per row (default 5s, 2s when quick)")
 	fs.DurationVar(&f.warmup, "warmup", 0, "unmeasured warmup per row (default 1s, 500ms when quick)")
 	fs.BoolVar(&f.quick, "quick", quickEnv, "a smoke run: short rows (env BENCH_QUICK=1)")
-	fs.IntVar(&f.rounds, "rounds", 0, "times every system runs every row, taking turns; rows report the median (default 3, 1 when quick)")
+	fs.IntVar(&f.rounds, "rounds", 0, "times every system runs every row, taking turns; rows report the median (default 1)")
 	fs.StringVar(&f.only, "only", "raftkv,etcd,ceiling", "the systems to run, comma-separated")
 	fs.StringVar(&f.placement, "placement", string(loadgen.Spread), "spread (round-robin per request) or pin (worker i to node i mod 3)")
 	fs.IntVar(&f.keys, "keys", loadgen.DefaultKeys, "key-space size")
 	fs.IntVar(&f.valueSize, "value-size", loadgen.DefaultValueSize, "value size in bytes")
 	fs.BoolVar(&f.progress, "progress", false, "a line per second while a row runs")
+	fs.BoolVar(&f.noScenarios, "no-scenarios", false, "skip the large-value and watch fan-out rows")
+	fs.IntVar(&f.scenario.largeWriters, "large-writers", 64, "large values: concurrent large puts")
+	fs.IntVar(&f.scenario.smallClients, "small-clients", 8, "large values: concurrent 100 B clients on the followers (half read, half write)")
+	fs.IntVar(&f.scenario.fillKeys, "fill-keys", 192, "memory per stored byte: distinct 1 MiB values written before each node's RSS is read "+
+		"(enough that the data, not the process's fixed cost, dominates)")
+	fs.IntVar(&f.scenario.watchers, "watchers", 200, "watch fan-out: watchers on one prefix, spread over the nodes")
+	fs.IntVar(&f.scenario.watchRate, "watch-rate", 200, "watch fan-out: puts per second under the watched prefix")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -111,16 +129,17 @@ func runCompare(args []string) int {
 		return 2
 	}
 	if f.duration == 0 {
-		f.duration = 10 * time.Second
+		f.duration = 5 * time.Second
 		if f.quick {
 			f.duration = 2 * time.Second
 		}
 	}
 	if f.rounds == 0 {
-		f.rounds = 3
-		if f.quick {
-			f.rounds = 1
-		}
+		f.rounds = 1
+	}
+	if f.rounds < 0 || f.scenario.largeWriters < 1 || f.scenario.smallClients < 2 || f.scenario.fillKeys < 1 || f.scenario.watchers < 1 || f.scenario.watchRate < 1 {
+		fmt.Fprintln(os.Stderr, "benchall: --large-writers, --fill-keys, --watchers and --watch-rate must be at least 1, --small-clients at least 2")
+		return 2
 	}
 	if f.rounds < 0 {
 		fmt.Fprintf(os.Stderr, "benchall: --rounds %d: want at least 1\n", f.rounds)
@@ -295,6 +314,9 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 			}
 		}
 		row, err := runRow(ctx, sys, w, f, placement)
+		if errors.Is(err, errSkip) {
+			continue
+		}
 		if err == nil && row.res.Interrupted {
 			fmt.Printf("   %-20s c=%-4d  interrupted (left out of the report)\n", w.label, w.concurrency)
 			return nil
@@ -307,6 +329,9 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 		fmt.Printf("   %-20s c=%-4d %8.0f ops/s  p50 %-7s p99 %-7s errors %d\n", w.label, w.concurrency,
 			row.res.Throughput, loadgen.FormatDuration(row.res.Latency.P50), loadgen.FormatDuration(row.res.Latency.P99), row.res.Errors)
 		rep.add(i, name, row)
+	}
+	if !f.noScenarios && ctx.Err() == nil {
+		runScenarios(ctx, sys, f, rep)
 	}
 	return nil
 }

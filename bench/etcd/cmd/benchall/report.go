@@ -34,6 +34,8 @@ type report struct {
 	Meta   meta    `json:"meta"`
 	Floors *Floors `json:"floors"`
 	Rows   []*row  `json:"rows"`
+	// Scenarios: the large-value and watch fan-out measures (scenarios.go).
+	Scenarios []*measure `json:"scenarios,omitempty"`
 }
 
 type meta struct {
@@ -134,6 +136,7 @@ func ptr(v float64) *float64 { return &v }
 
 // finish fills the JSON-facing fields from the results.
 func (r *report) finish() {
+	r.finishScenarios()
 	for _, rw := range r.Rows {
 		rw.Results = map[string]*jsonSysResult{}
 		for name := range rw.runs {
@@ -260,6 +263,9 @@ func (r *report) writeTable(w io.Writer) {
 	if r.anyErrors() {
 		fmt.Fprintln(w, "* the row had errors; see the report for their kinds")
 	}
+	var b strings.Builder
+	r.writeScenarios(&b)
+	fmt.Fprint(w, b.String())
 }
 
 // markdown renders the full report.
@@ -323,6 +329,7 @@ func (r *report) markdown() string {
 				"(see the load column below); the row's ceiling is not meaningful.\n", rw.Workload, rw.Concurrency)
 		}
 	}
+	r.writeScenarios(&b)
 	for _, spec := range systemSpecs {
 		if !r.ran(spec.name) {
 			continue

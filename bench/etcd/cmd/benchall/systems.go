@@ -171,6 +171,9 @@ func (c *raftkvCluster) addrs() []string    { return c.http }
 func (c *raftkvCluster) stop()              { stopAll(c.procs) }
 
 func (c *raftkvCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	if w.nethttp || w.txn {
+		return nethttpTargets(c.http, w, p)
+	}
 	return httpTargets(c.http, w.stale, p)
 }
 
@@ -257,7 +260,12 @@ func (c *etcdCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFa
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := cl.Factory(p, w.stale)
+	var f loadgen.TargetFactory
+	if w.txn {
+		f, err = etcdTxnTargets(cl, p)
+	} else {
+		f, err = cl.Factory(p, w.stale)
+	}
 	if err != nil {
 		cl.Close()
 		return nil, nil, err
@@ -319,6 +327,12 @@ func (c *ceilingCluster) addrs() []string    { return c.http }
 func (c *ceilingCluster) stop()              { stopAll(c.procs) }
 
 func (c *ceilingCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	switch {
+	case w.txn:
+		return nil, nil, errSkip
+	case w.nethttp:
+		return nethttpTargets(c.http, w, p)
+	}
 	return httpTargets(c.http, w.stale, p)
 }
 
