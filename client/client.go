@@ -1,6 +1,6 @@
 // Package client is the Go client of raftkv's HTTP API. It makes every operation safe to retry:
 //
-//   - writes (Put, CAS, Delete, DeleteCAS) carry an Idempotency-Key chosen once per call, so a write
+//   - writes (Put, CAS, Delete, DeleteCAS, Txn) carry an Idempotency-Key chosen once per call, so a write
 //     whose outcome was unknown (a broken connection, a 503 indeterminate, a leader kill) is retried
 //     on any node and applies exactly once; the answer is the first application's;
 //   - reads carry the highest write index this Client has seen (min_index), so a stale read never goes
@@ -56,6 +56,12 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// HTTPClient replaces the default transport (tests, custom TLS). It must not follow redirects.
 	HTTPClient *http.Client
+	// RequireIdempotency refuses to send a write without its idempotency key. By default, when the
+	// cluster answers that it cannot record keys yet (503 idempotency_unsupported: a member runs an
+	// older build, during a rolling upgrade), the write is sent once more without a key, as clients
+	// did before keys existed: it is then not retried once it may have reached a node, and an unknown
+	// outcome is ErrIndeterminate. With RequireIdempotency the call fails with that *APIError instead.
+	RequireIdempotency bool
 
 	// TLS, when set, makes endpoints without a scheme https, and is the TLS configuration of the default
 	// transport (RootCAs to verify the nodes, Certificates for a client certificate). With HTTPClient
@@ -225,6 +231,12 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		if cl.idemKey != "" && !indeterminate && !c.cfg.RequireIdempotency && isCode(err, codeIdempotencyUnsupported) {
+			// Nothing was applied, and no earlier attempt may have been: the plain write is safe to
+			// send, once (see Config.RequireIdempotency).
+			cl.idemKey = ""
+			continue
+		}
 		mayHaveApplied := cl.write && sentOrIndeterminate(err)
 		indeterminate = indeterminate || mayHaveApplied
 		if mayHaveApplied && cl.idemKey == "" {
@@ -270,6 +282,11 @@ func sentOrIndeterminate(err error) bool {
 	}
 	var ae *APIError
 	return errors.As(err, &ae) && (ae.Code == codeIndeterminate || (ae.Code == "" && ae.Status >= 500))
+}
+
+func isCode(err error, code string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == code
 }
 
 func retryable(err error) bool {
@@ -378,8 +395,8 @@ type Request struct {
 	// Write marks a request that changes state. Unless Idempotent, it is never retried once it may
 	// have reached a node (ErrIndeterminate instead).
 	Write bool
-	// Idempotent gives a write a fresh Idempotency-Key for this call, so it is retried safely. Only
-	// the KV writes (PUT, DELETE of /v1/kv/...) honour the key.
+	// Idempotent gives a write a fresh Idempotency-Key for this call, so it is retried safely. The KV
+	// writes (PUT, DELETE of /v1/kv/...) and POST /v1/txn honour the key.
 	Idempotent bool
 }
 

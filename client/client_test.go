@@ -1,8 +1,10 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,8 +23,11 @@ type script struct {
 }
 
 func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	clone := r.Clone(context.Background())
+	clone.Body = io.NopCloser(bytes.NewReader(body)) // read by the test after the handler returned
 	s.mu.Lock()
-	s.got = append(s.got, r.Clone(context.Background()))
+	s.got = append(s.got, clone)
 	var reply func(http.ResponseWriter)
 	if len(s.replies) > 0 {
 		reply, s.replies = s.replies[0], s.replies[1:]

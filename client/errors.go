@@ -19,6 +19,9 @@ const (
 	codeNotReady      = "not_ready"
 	codeTimeout       = "timeout"
 	codeShuttingDown  = "shutting_down"
+	// codeIdempotencyUnsupported: some member (the leader) runs a build that cannot record idempotency
+	// keys yet, as in a rolling upgrade; nothing was applied.
+	codeIdempotencyUnsupported = "idempotency_unsupported"
 )
 
 var (

@@ -151,6 +151,11 @@ func (w *Watcher) connect(ctx context.Context) error {
 	if w.next > 0 {
 		q.Set("index", strconv.FormatUint(w.next, 10))
 	}
+	// A node behind what this Client has seen answers 503 timeout instead of holding a silent stream;
+	// the watch then moves to another node.
+	if seen := w.c.seen.Load(); seen > 0 {
+		q.Set("min_index", strconv.FormatUint(seen, 10))
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.base+"/v1/watch?"+q.Encode(), nil)
 	if err != nil {
 		return err

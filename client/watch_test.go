@@ -56,4 +56,6 @@ func TestWatchResumesOnAnotherNodeWithoutGapsOrRepeats(t *testing.T) {
 	require.Equal(t, "13", a.requests()[1].URL.Query().Get("index"), "resumed where the lagging stream said")
 	require.Equal(t, uint64(13), w.NextIndex())
 	require.Empty(t, a.requests()[0].URL.Query().Get("index"), "the first stream starts now")
+	require.Empty(t, a.requests()[0].URL.Query().Get("min_index"), "nothing seen yet")
+	require.Equal(t, "12", a.requests()[1].URL.Query().Get("min_index"), "a resumed stream asks for what the client has seen")
 }

@@ -29,6 +29,11 @@ const (
 	FormatSealed = 3
 	// FormatSessions: OpSession commands and session puts in transactions (session.go) may appear.
 	FormatSessions = 4
+	// FormatIdempotent: OpIdempotent may wrap puts, deletes and transactions. It is the same format
+	// as sessions (both came in one release). Builds between the sealed format and this one advertise
+	// 3 but either do not know OpIdempotent at all or wrap puts and deletes only; either would skip a
+	// wrapped write the others apply, so no wrapper is proposed before every member advertises 4.
+	FormatIdempotent = 4
 	// LogFormat is the newest format this build applies.
 	LogFormat = FormatSessions
 )

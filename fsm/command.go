@@ -18,8 +18,9 @@ const (
 	// OpNoop changes nothing. A new leader commits one so that its term has an entry the FSM sees,
 	// which linearizable reads wait for.
 	OpNoop Op = 4
-	// OpIdempotent wraps a client write with an idempotency key (see idempotent.go). Ops 10–13 are
-	// idempotency's; only 10 is used. It is proposed only once every member applies FormatSealed.
+	// OpIdempotent wraps a client write (put, delete, transaction) with an idempotency key (see
+	// idempotent.go). Ops 10–13 are idempotency's; only 10 is used. It is proposed only once every
+	// member applies FormatIdempotent.
 	OpIdempotent Op = 10
 )
 

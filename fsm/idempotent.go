@@ -65,8 +65,8 @@ func IsIdempotent(cmd []byte) bool {
 }
 
 // Unwrap splits an OpIdempotent command into the wrapped write (decoded, and its encoding, which
-// aliases c.Value) and the stamp. Only puts and deletes may be wrapped; anything else, or a malformed
-// value, is an error wrapping ErrInvalidCommand.
+// aliases c.Value) and the stamp. Only puts, deletes and transactions may be wrapped; anything else, or
+// a malformed value, is an error wrapping ErrInvalidCommand.
 func (c Command) Unwrap() (inner Command, innerEnc []byte, st Stamp, err error) {
 	if c.Op != OpIdempotent {
 		return Command{}, nil, Stamp{}, invalidCommand("%s is not an idempotent wrapper", c.Op)
@@ -88,7 +88,7 @@ func (c Command) Unwrap() (inner Command, innerEnc []byte, st Stamp, err error) 
 		return Command{}, nil, Stamp{}, fmt.Errorf("wrapped command: %w", err)
 	}
 	switch inner.Op {
-	case OpPut, OpDelete:
+	case OpPut, OpDelete, OpTxn:
 	default:
 		return Command{}, nil, Stamp{}, invalidCommand("%s cannot be wrapped with an idempotency key", inner.Op)
 	}
@@ -100,7 +100,10 @@ type dedupRecord struct {
 	key string
 	sum [16]byte // of the wrapped command's encoding: tells a retry from a reuse of the key
 	at  int64    // the dedup clock when it was recorded
-	res Result   // Index, Deleted, CASFailed, Current
+	// res: Index, Deleted, CASFailed, Current, and a transaction's Txn (which branch ran, each op's
+	// result, the entries its reads returned: a retry gets the first answer whole). Its entries share
+	// key strings and value bytes with the tree while they are current.
+	res Result
 }
 
 // dedupTable holds the records, oldest first, which is also the order they expire in: records are
@@ -156,6 +159,11 @@ func (f *FSM) applyIdempotentLocked(logIndex uint64, cmd Command) Result {
 		return res
 	}
 	res := f.applyWriteLocked(logIndex, inner)
+	if res.Refused != RefusedNone {
+		// Refused (a session put whose session is gone or whose key another holds) changed nothing:
+		// not recorded, so a retry is decided afresh, like a first attempt that never arrived.
+		return res
+	}
 	f.dedup.add(&dedupRecord{key: cmd.Key, sum: sum, at: f.dedup.clock, res: res}, st.MaxKeys)
 	return res
 }

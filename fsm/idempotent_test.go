@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
@@ -174,4 +175,63 @@ func TestIdempotentInABatchDedupsWithinTheBatch(t *testing.T) {
 	res := a.f.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: AppendBatch(nil, [][]byte{w, w})}).([]Result)
 	require.Equal(t, []Result{{Index: 1}, {Index: 1, Replayed: true}}, res,
 		"a retry that raced its original into the same entry still applies once")
+}
+
+// A transaction under an idempotency key: a retry gets the first answer whole (branch, index, each
+// op's result, what its reads saw then), even after the keys it guarded have moved on, and the records
+// carry it through a snapshot.
+func TestIdempotentTxnReplaysItsWholeResult(t *testing.T) {
+	a := newApplier(t)
+	ra := a.put("acct/a", "100") // index 1
+	transfer := txnCommand(&Txn{
+		Compare: []Compare{{Target: TargetModIndex, Op: CmpEqual, Key: "acct/a", Num: ra.Index}},
+		Success: []TxnOp{
+			{Kind: TxnPut, Key: "acct/a", Value: []byte("60")},
+			{Kind: TxnPut, Key: "acct/b", Value: []byte("40")},
+			{Kind: TxnList, Key: "acct/"},
+		},
+		Failure: []TxnOp{{Kind: TxnGet, Key: "acct/a"}},
+	})
+	first := a.idem("t1", 1000, transfer)
+	require.NotNil(t, first.Txn)
+	require.True(t, first.Txn.Succeeded)
+	require.Equal(t, uint64(2), first.Index)
+	require.Len(t, first.Txn.Results[2].Entries, 2)
+
+	a.put("acct/a", "0") // index 3: applied again, the guard would fail and the failure branch run
+
+	retry := a.idem("t1", 2000, transfer)
+	require.True(t, retry.Replayed)
+	require.Equal(t, first.Index, retry.Index)
+	require.Equal(t, *first.Txn, *retry.Txn, "the same branch and results, including what the list saw")
+	require.Equal(t, "0", string(a.mustGet("acct/a").Value), "the retry changed nothing")
+	require.Equal(t, uint64(3), a.f.LastWriteIndex())
+
+	other := txnCommand(&Txn{Success: []TxnOp{{Kind: TxnDelete, Key: "acct/a"}}})
+	require.Equal(t, Result{KeyReused: true}, a.idem("t1", 2000, other))
+	_, ok := a.f.Get("acct/a")
+	require.True(t, ok)
+
+	snap := persist(t, a.f)
+	b := &applier{t: t, f: restored(t, snap), index: a.index}
+	again := b.idem("t1", 3000, transfer)
+	require.True(t, again.Replayed)
+	require.Equal(t, first.Index, again.Index)
+	require.Equal(t, *first.Txn, *again.Txn)
+	require.Equal(t, snap, persist(t, restored(t, snap)), "records with results persist deterministically")
+}
+
+// A refused transaction (its session is gone) changed nothing and is not recorded: a retry under the
+// same key is decided afresh, so it cannot come back from a snapshot as a success.
+func TestIdempotentRefusedTxnIsNotRecorded(t *testing.T) {
+	a := newApplier(t)
+	tx := &Txn{Success: []TxnOp{{Kind: TxnPutSession, Key: "k", Value: []byte("v"), Session: "s"}}}
+	cmd := Command{Op: OpTxn, Value: tx.Encode()}
+	require.Equal(t, RefusedNoSession, a.idem("t", 1000, cmd).Refused)
+	require.Zero(t, a.f.DedupLen())
+	a.sess(SessionCmd{Kind: SessionCreate, ID: "s", TTL: 10 * time.Second, Behavior: BehaviorDelete}, 1000)
+	res := a.idem("t", 1000, cmd)
+	require.Zero(t, res.Refused)
+	require.False(t, res.Replayed)
+	require.Equal(t, "s", a.mustGet("k").Holder())
 }

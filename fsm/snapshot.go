@@ -28,7 +28,8 @@ import (
 //	dedup clock  8 bytes  big-endian: the idempotency records' clock (leader Unix milliseconds)
 //	dedup        count, then per record oldest first: idempotency key (length-prefixed), request
 //	             sum (16 bytes), recorded at (8 bytes big-endian), index, current, flags (1 byte:
-//	             bit 0 deleted, bit 1 cas failed)
+//	             bit 0 deleted, bit 1 cas failed, bit 2 transaction), then for a transaction its
+//	             result (length-prefixed, TxnResult.AppendEncoded)
 //	session clock 8 bytes big-endian: the largest leader stamp of a session command (Unix ms)
 //	sessions     count, then per session in id order: id, name (length-prefixed), ttl ms, behavior
 //	             (1 byte), lock delay ms, create index, renew index, remaining ms
@@ -191,7 +192,15 @@ func (s *snapshot) write(w io.Writer) error {
 		if r.res.CASFailed {
 			flags |= 2
 		}
+		if r.res.Txn != nil {
+			flags |= 4
+		}
 		sw.write([]byte{flags})
+		if r.res.Txn != nil {
+			enc := r.res.Txn.AppendEncoded(nil)
+			sw.uvarint(uint64(len(enc)))
+			sw.write(enc)
+		}
 	}
 
 	sw.write(binary.BigEndian.AppendUint64(nil, uint64(s.sessClock)))
@@ -621,10 +630,19 @@ func (sr *snapshotReader) dedup(d *dedupTable) error {
 		if err != nil {
 			return fmt.Errorf("read dedup record %d: %w", i, truncated(err))
 		}
-		if flags&^3 != 0 {
+		if flags&^7 != 0 {
 			return fmt.Errorf("%w: dedup record %d has unknown flags %#02x", ErrInvalidSnapshot, i, flags)
 		}
 		r.res.Deleted, r.res.CASFailed = flags&1 != 0, flags&2 != 0
+		if flags&4 != 0 {
+			enc, err := sr.bytes()
+			if err != nil {
+				return fmt.Errorf("read dedup record %d: transaction result: %w", i, err)
+			}
+			if r.res.Txn, err = DecodeTxnResult(enc); err != nil {
+				return fmt.Errorf("%w: dedup record %d: %w", ErrInvalidSnapshot, i, err)
+			}
+		}
 		// Records are written oldest first, each at or after the one before and under a unique key.
 		if _, dup := d.byKey[r.key]; dup || (len(d.order) > 0 && r.at < d.order[len(d.order)-1].at) {
 			return fmt.Errorf("%w: dedup record %d (%q) out of order or repeated", ErrInvalidSnapshot, i, r.key)

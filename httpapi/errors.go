@@ -36,6 +36,8 @@ const (
 	codeTooManyWatches   = "too_many_watches"
 	codeLagging          = "lagging"
 	codeWouldLoseQuorum  = "would_lose_quorum"
+	// codeIdempotencyUnsupported: a member (the leader) runs a build that cannot record the key yet.
+	codeIdempotencyUnsupported = "idempotency_unsupported"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
@@ -69,6 +71,7 @@ var errorTable = []struct {
 	{store.ErrNotLeader, http.StatusMisdirectedRequest, codeNotLeader},
 	{store.ErrNoLeader, http.StatusServiceUnavailable, codeNoLeader},
 	{store.ErrShuttingDown, http.StatusServiceUnavailable, codeShuttingDown},
+	{store.ErrIdempotencyUnsupported, http.StatusServiceUnavailable, codeIdempotencyUnsupported},
 	{store.ErrNotReady, http.StatusServiceUnavailable, codeNotReady},
 	{store.ErrTimeout, http.StatusServiceUnavailable, codeTimeout},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, codeTimeout},

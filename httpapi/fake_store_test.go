@@ -38,7 +38,7 @@ type fakeStore struct {
 	lastPre  store.Precondition
 	lastCons store.Consistency
 	waited   []uint64 // WaitIndex calls
-	idemKeys []string // the idempotency key of each Put and Delete ("" for none)
+	idemKeys []string // the idempotency key of each Put, Delete and Txn ("" for none)
 	lastList struct {
 		prefix, after string
 		limit         int
@@ -311,6 +311,7 @@ func (f *fakeStore) Txn(ctx context.Context, t *fsm.Txn, c store.Consistency) (*
 		return nil, 0, err
 	}
 	f.lastTxn, f.lastCons = t, c
+	f.idemKeys = append(f.idemKeys, store.IdempotencyKey(ctx))
 	res := &fsm.TxnResult{Succeeded: true}
 	for _, cmp := range t.Compare {
 		e, ok := f.data[cmp.Key]

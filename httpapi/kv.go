@@ -45,13 +45,15 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey st
 		s.writeError(w, r, err)
 		return
 	}
-	if p.poll.seenIndex {
-		extendDeadlines(w, p.poll.wait)
-		s.longPoll(r, &watch.Filter{Key: key}, p.poll.index, p.poll.wait)
-	}
+	// min_index first, also before a long-poll: a node that cannot catch up says so within the
+	// request timeout (503 timeout, ask another node) instead of holding the poll on a lagging node.
 	if err := s.waitIndex(r, p.minIndex); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if p.poll.seenIndex {
+		extendDeadlines(w, p.poll.wait)
+		s.longPoll(r, &watch.Filter{Key: key}, p.poll.index, p.poll.wait)
 	}
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())
@@ -151,13 +153,15 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if p.poll.seenIndex {
-		extendDeadlines(w, p.poll.wait)
-		s.longPoll(r, &watch.Filter{Prefix: p.prefix, IsPrefix: true}, p.poll.index, p.poll.wait)
-	}
+	// min_index first, also before a long-poll: a node that cannot catch up says so within the
+	// request timeout (503 timeout, ask another node) instead of holding the poll on a lagging node.
 	if err := s.waitIndex(r, p.minIndex); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if p.poll.seenIndex {
+		extendDeadlines(w, p.poll.wait)
+		s.longPoll(r, &watch.Filter{Prefix: p.prefix, IsPrefix: true}, p.poll.index, p.poll.wait)
 	}
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())

@@ -269,15 +269,25 @@ func (s *server) decodeValue(b64 string) ([]byte, error) {
 	return v, nil
 }
 
-// handleTxn serves POST /v1/txn?consistency=: {"succeeded":bool,"index":N,"results":[...]}.
+// handleTxn serves POST /v1/txn?consistency=&min_index=: {"succeeded":bool,"index":N,"results":[...]}.
 func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 	c := store.Linearizable
+	var minIndex uint64
+	var seenConsistency, seenMinIndex bool
 	err := forEachParam(r.URL.RawQuery, func(name, value string) error {
-		if name != "consistency" {
-			return unknownParam(name)
-		}
 		var err error
-		c, err = parseConsistency(value)
+		switch name {
+		case "consistency":
+			if err = once(&seenConsistency, name); err == nil {
+				c, err = parseConsistency(value)
+			}
+		case "min_index":
+			if err = once(&seenMinIndex, name); err == nil {
+				minIndex, err = parseMinIndex(value)
+			}
+		default:
+			err = unknownParam(name)
+		}
 		return err
 	})
 	if err != nil {
@@ -293,13 +303,19 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &txnError{msg: "consistency=stale is for transactions that only read"})
 		return
 	}
-	if len(r.Header[headerIdempotencyKey]) > 0 {
-		// Not yet recorded for transactions (fsm.Command.Unwrap wraps puts and deletes only): refuse it
-		// rather than let a client believe a retry is safe.
-		s.writeError(w, r, paramError("header Idempotency-Key is not supported on transactions yet"))
+	// An Idempotency-Key makes a transaction that writes exactly-once like any write; one that only
+	// reads writes no entry, so its key is checked but records nothing (repeating a read is harmless).
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
-	res, index, err := s.store.Txn(r.Context(), t, c)
+	// min_index, as on a read: a stale read-only transaction then reflects every write up to it.
+	if err := s.waitIndex(r, minIndex); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, index, err := s.store.Txn(ctx, t, c)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

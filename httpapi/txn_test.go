@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -109,11 +110,38 @@ func TestTxnWritesArriveTogetherOnAWatch(t *testing.T) {
 	assert.Equal(t, "t/b", ev.Changes[1].Key)
 }
 
-// Transactions do not record an Idempotency-Key yet: one is refused, never silently ignored.
-func TestTxnRefusesAnIdempotencyKey(t *testing.T) {
+// A transaction's Idempotency-Key reaches the store like a put's; a malformed one is refused, never
+// dropped, and a key recorded for another request is 422.
+func TestTxnCarriesItsIdempotencyKey(t *testing.T) {
 	hs := newHarness(t, Options{})
-	r := httptest.NewRequest(http.MethodPost, "/v1/txn", body(`{"success":[{"op":"put","key":"a","value":"eA=="}]}`))
-	r.Header.Set("Idempotency-Key", "k1")
-	requireError(t, hs.serve(r), http.StatusBadRequest, "invalid_parameter")
-	require.Zero(t, hs.store.writeCount())
+	txn := func(keys ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/v1/txn", body(`{"success":[{"op":"put","key":"a","value":"eA=="}]}`))
+		for _, k := range keys {
+			r.Header.Add("Idempotency-Key", k)
+		}
+		return hs.serve(r)
+	}
+	resp := txn("t-1")
+	require.Equal(t, http.StatusOK, resp.Code)
+	require.Equal(t, []string{"t-1"}, hs.store.idemKeys)
+
+	requireError(t, txn("a", "b"), http.StatusBadRequest, "invalid_parameter")
+	requireError(t, txn("has space"), http.StatusBadRequest, "invalid_parameter")
+	require.Len(t, hs.store.idemKeys, 1, "a refused key never reaches the store")
+
+	hs.store.errs["Txn"] = fmt.Errorf("txn: %w: key %q", store.ErrIdempotencyKeyReused, "t-1")
+	requireError(t, txn("t-1"), http.StatusUnprocessableEntity, "idempotency_key_reused")
+	hs.store.errs["Txn"] = fmt.Errorf("txn: %w: the leader applies format 3", store.ErrIdempotencyUnsupported)
+	requireError(t, txn("t-2"), http.StatusServiceUnavailable, "idempotency_unsupported")
+}
+
+// min_index on a transaction: waited for before it runs, refused when malformed.
+func TestTxnWaitsForMinIndex(t *testing.T) {
+	hs := newHarness(t, Options{})
+	get := `{"success":[{"op":"get","key":"a"}]}`
+	requireError(t, hs.do(t, http.MethodPost, "/v1/txn?consistency=stale&min_index=7", body(get)), http.StatusServiceUnavailable, "timeout")
+	require.Equal(t, []uint64{7}, hs.store.waited)
+	requireError(t, hs.do(t, http.MethodPost, "/v1/txn?min_index=x", body(get)), http.StatusBadRequest, "invalid_parameter")
+	requireError(t, hs.do(t, http.MethodPost, "/v1/txn?consistency=stale&consistency=stale", body(get)), http.StatusBadRequest, "invalid_parameter")
+	require.Equal(t, http.StatusOK, hs.do(t, http.MethodPost, "/v1/txn?min_index=0", body(get)).Code)
 }

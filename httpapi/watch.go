@@ -37,11 +37,12 @@ type watchParams struct {
 	index    uint64 // 0: from now
 	hasIndex bool
 	prev     bool
+	minIndex uint64 // wait until this node has applied this write index before streaming
 }
 
 func (s *server) parseWatchParams(r *http.Request) (watchParams, error) {
 	var p watchParams
-	var seenKey, seenPrefix, seenIndex, seenPrev, seenTypes bool
+	var seenKey, seenPrefix, seenIndex, seenPrev, seenTypes, seenMinIndex bool
 	err := forEachParam(r.URL.RawQuery, func(name, value string) error {
 		var err error
 		switch name {
@@ -69,6 +70,10 @@ func (s *server) parseWatchParams(r *http.Request) (watchParams, error) {
 		case "types":
 			if err = once(&seenTypes, name); err == nil {
 				err = parseTypes(value, &p.filter)
+			}
+		case "min_index":
+			if err = once(&seenMinIndex, name); err == nil {
+				p.minIndex, err = parseMinIndex(value)
 			}
 		default:
 			err = unknownParam(name)
@@ -148,6 +153,13 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.watches.Add(-1)
 
+	// A client resuming a watch sends the highest index it has seen: a node behind it would hold the
+	// stream silent until it caught up, so it waits at most the request timeout and otherwise answers
+	// 503 timeout, and the client moves to a node that is current.
+	if err := s.waitIndex(r, p.minIndex); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	start := p.index
 	if !p.hasIndex {
 		// "From now" must not start before a write the client saw acknowledged: start after a read

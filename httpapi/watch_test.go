@@ -378,3 +378,41 @@ func TestAStreamThatCatchesUpSaysHowFarItIsCompleteAtOnce(t *testing.T) {
 	p := c.nextOf(t, "progress")
 	assert.EqualValues(t, last, p["index"])
 }
+
+// min_index on a watch and a long-poll: a node that has not applied the index the client has seen
+// does not stream (or poll) from behind it; it answers 503 timeout, before any of the stream, so the
+// client asks a node that is current. One that has applied it serves as usual.
+func TestWatchAndLongPollWaitForMinIndexFirst(t *testing.T) {
+	rg := newWatchRig(t, Options{})
+	i := rg.put(t, "k", "1")
+	ahead := strconv.FormatUint(i+5, 10)
+	for _, path := range []string{
+		"/v1/watch?key=k&min_index=" + ahead,
+		"/v1/watch?key=k&index=1&min_index=" + ahead,
+		"/v1/kv/k?index=" + strconv.FormatUint(i, 10) + "&wait=1m&min_index=" + ahead,
+		"/v1/kv?prefix=k&index=" + strconv.FormatUint(i, 10) + "&wait=1m&min_index=" + ahead,
+	} {
+		start := time.Now()
+		resp, err := http.Get(rg.srv.URL + path)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, path)
+		assert.Contains(t, string(b), `"timeout"`, path)
+		assert.Less(t, time.Since(start), 30*time.Second, "%s: not held for its wait=", path)
+	}
+	rg.fs.mu.Lock()
+	waited := append([]uint64(nil), rg.fs.waited...)
+	rg.fs.mu.Unlock()
+	assert.Equal(t, []uint64{i + 5, i + 5, i + 5, i + 5}, waited)
+
+	c := rg.watch(t, "key=k&index=1&min_index="+strconv.FormatUint(i, 10), nil)
+	require.Equal(t, http.StatusOK, c.resp.StatusCode)
+	assert.Equal(t, i, c.nextChange(t).Index)
+	for _, q := range []string{"key=k&min_index=x", "key=k&min_index=1&min_index=2"} {
+		resp, err := http.Get(rg.srv.URL + "/v1/watch?" + q)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
+	}
+}

@@ -38,6 +38,10 @@ var (
 	// ErrIdempotencyKeyReused: the write's idempotency key was recorded for a different request within
 	// the dedup window; nothing was applied.
 	ErrIdempotencyKeyReused = errors.New("idempotency key reused for a different request")
+	// ErrIdempotencyUnsupported: the write carries an idempotency key, but some member (or the leader
+	// it would be forwarded to) runs a build that cannot apply it, as during a rolling upgrade from one;
+	// nothing was proposed. Retry later, or send the write without a key (and without safe retries).
+	ErrIdempotencyUnsupported = errors.New("idempotency keys not supported by every member yet")
 	// ErrInvalid: the request is malformed in a way only the store can see (e.g. bad join address).
 	ErrInvalid = errors.New("invalid request")
 )

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkv/raftkv/fsm"
 )
 
 // putIdem retries an idempotent put until it has a definite answer, as a client would: a refusal
@@ -19,9 +21,28 @@ func putIdem(t *testing.T, s *Store, idemKey, key, value string, pre Preconditio
 	var err error
 	require.Eventually(t, func() bool {
 		index, err = s.Put(ctx, key, []byte(value), pre)
-		return !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrIndeterminate)
+		return !retryableIdem(err)
 	}, waitFor, 20*time.Millisecond)
 	return index, err
+}
+
+func retryableIdem(err error) bool {
+	return errors.Is(err, ErrNotReady) || errors.Is(err, ErrNoLeader) || errors.Is(err, ErrIndeterminate) ||
+		errors.Is(err, ErrIdempotencyUnsupported)
+}
+
+// txnIdem is putIdem for a transaction.
+func txnIdem(t *testing.T, s *Store, idemKey string, tx *fsm.Txn) (*fsm.TxnResult, uint64, error) {
+	t.Helper()
+	ctx := WithIdempotencyKey(ctxT(t), idemKey)
+	var res *fsm.TxnResult
+	var index uint64
+	var err error
+	require.Eventually(t, func() bool {
+		res, index, err = s.Txn(ctx, tx, Linearizable)
+		return !retryableIdem(err)
+	}, waitFor, 20*time.Millisecond)
+	return res, index, err
 }
 
 // TestIdempotentWriteAppliesOnceAcrossNodesAndLeaderChanges: a retry with the same key gets the first
@@ -48,6 +69,23 @@ func TestIdempotentWriteAppliesOnceAcrossNodesAndLeaderChanges(t *testing.T) {
 	created, err := putIdem(t, c.nodes[leader].store, "create-1", "c", "x", Precondition{Check: true})
 	require.NoError(t, err)
 
+	// A transaction guarded by the key it changes: applied twice, the second run would take the
+	// failure branch. Its replay answers the first run's branch, index and reads.
+	move := &fsm.Txn{
+		Compare: []fsm.Compare{{Target: fsm.TargetModIndex, Op: fsm.CmpEqual, Key: "k", Num: first}},
+		Success: []fsm.TxnOp{{Kind: fsm.TxnPut, Key: "k", Value: []byte("moved")}, {Kind: fsm.TxnGet, Key: "c"}},
+		Failure: []fsm.TxnOp{{Kind: fsm.TxnGet, Key: "k"}},
+	}
+	txnRes, txnIndex, err := txnIdem(t, c.nodes[follower].store, "txn-1", move) // forwarded
+	require.NoError(t, err)
+	require.True(t, txnRes.Succeeded)
+	again2, againIndex, err := txnIdem(t, c.nodes[leader].store, "txn-1", move)
+	require.NoError(t, err)
+	require.Equal(t, txnIndex, againIndex)
+	require.Equal(t, *txnRes, *again2)
+	_, _, err = txnIdem(t, c.nodes[leader].store, "txn-1", &fsm.Txn{Success: []fsm.TxnOp{{Kind: fsm.TxnDelete, Key: "k"}}})
+	require.ErrorIs(t, err, ErrIdempotencyKeyReused)
+
 	c.stop(leader)
 	newLeader := c.leader(leader)
 	for id, n := range c.nodes {
@@ -60,9 +98,14 @@ func TestIdempotentWriteAppliesOnceAcrossNodesAndLeaderChanges(t *testing.T) {
 		got, err = putIdem(t, n.store, "create-1", "c", "x", Precondition{Check: true})
 		require.NoError(t, err, "a replayed cas=0 create succeeds again instead of failing its cas")
 		require.Equal(t, created, got)
+		res, index, err := txnIdem(t, n.store, "txn-1", move)
+		require.NoError(t, err, "node %s", id)
+		require.Equal(t, txnIndex, index, "node %s", id)
+		require.Equal(t, *txnRes, *res, "node %s: the first run's branch and reads", id)
 	}
 	e, err := c.nodes[newLeader].store.Get(context.Background(), "k", Linearizable)
 	require.NoError(t, err)
-	require.Equal(t, first, e.ModIndex, "applied exactly once")
+	require.Equal(t, txnIndex, e.ModIndex, "the put applied exactly once, the transaction too")
+	require.Equal(t, "moved", string(e.Value))
 	require.Equal(t, first, e.CreateIndex)
 }

@@ -76,16 +76,17 @@ func (p *proposer) submit(ws ...*proposal) {
 	}
 }
 
-// errIdempotencyUnsupported: an idempotent write while some member cannot apply FormatSealed entries
-// (or before this term's first reconcile has looked). Nothing was proposed.
-var errIdempotencyUnsupported = fmt.Errorf("%w: idempotency keys need every member to apply log format %d", ErrNotReady, fsm.FormatSealed)
+// errIdempotencyUnsupported: an idempotent write while some member cannot apply FormatIdempotent
+// entries. Nothing was proposed.
+var errIdempotencyUnsupported = fmt.Errorf("%w: idempotency keys need every member to apply log format %d",
+	ErrIdempotencyUnsupported, fsm.FormatIdempotent)
 
 // refuseUnsupported answers the idempotent writes in ws at once when the cluster format does not allow
 // OpIdempotent yet, and returns the others. Applying them without the wrapper would silently break
-// the exactly-once promise; a member that does not know the op would skip the write.
+// the exactly-once promise; a member that does not know the op (or the wrapped op) would skip the write.
 func (p *proposer) refuseUnsupported(ws []*proposal) []*proposal {
 	format := p.format.Load()
-	if format >= fsm.FormatSealed {
+	if format >= fsm.FormatIdempotent {
 		return ws
 	}
 	err := errIdempotencyUnsupported

@@ -83,3 +83,19 @@ func TestClusterFormatIsTheOldestFormatOfEveryServerSeen(t *testing.T) {
 	require.Equal(t, 0, clusterFormat(servers, []transport.Member{member("n1", 2), member("n2", 0)}), "an older build")
 	require.Equal(t, 0, clusterFormat(servers, []transport.Member{member("n1", 2)}), "a server gossip never saw")
 }
+
+// An idempotent write is refused, with the error that names why, until every member applies the
+// format that knows the wrapper (a build between formats 3 and 4 would skip it and diverge).
+func TestProposerRefusesIdempotentWritesBelowTheirFormat(t *testing.T) {
+	idem := newProposal(fsm.Idempotent("k", fsm.Command{Op: fsm.OpPut, Key: "a"}.Encode()).Encode())
+	plain := newProposal(fsm.Command{Op: fsm.OpPut, Key: "a"}.Encode())
+	p := &proposer{}
+	p.format.Store(fsm.FormatSealed)
+	require.Equal(t, []*proposal{plain}, p.refuseUnsupported([]*proposal{idem, plain}))
+	<-idem.done
+	require.ErrorIs(t, idem.err, ErrIdempotencyUnsupported)
+
+	idem = newProposal(fsm.Idempotent("k", fsm.Command{Op: fsm.OpPut, Key: "a"}.Encode()).Encode())
+	p.format.Store(fsm.FormatIdempotent)
+	require.Len(t, p.refuseUnsupported([]*proposal{idem, plain}), 2)
+}

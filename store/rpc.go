@@ -32,8 +32,9 @@ var errLeaderNotReady = errors.New("leader not ready for reads yet")
 var wireErrors = []error{
 	nil, errNotLeader, errLeaderNotReady, ErrIndeterminate, ErrTimeout, ErrShuttingDown,
 	ErrUnknownMember, ErrInvalid, ErrNoLeader,
-	ErrNotReady,        // appended: an older node reads an unknown code as errRemote
-	ErrWouldLoseQuorum, // appended
+	ErrNotReady,               // appended: an older node reads an unknown code as errRemote
+	ErrWouldLoseQuorum,        // appended
+	ErrIdempotencyUnsupported, // appended
 }
 
 var errRemote = errors.New("leader failed the request")

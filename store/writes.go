@@ -41,8 +41,9 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	b := cmd.Encode()
-	if key := IdempotencyKey(ctx); key != "" {
-		b = fsm.Idempotent(key, b).Encode() // the leader stamps it (proposer.commit)
+	idempotent := IdempotencyKey(ctx) != ""
+	if idempotent {
+		b = fsm.Idempotent(IdempotencyKey(ctx), b).Encode() // the leader stamps it (proposer.commit)
 	}
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
@@ -54,6 +55,11 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 			}
 			res, err = s.proposer.apply(ctx, b)
 		} else {
+			if idempotent {
+				if err := s.checkLeaderKnowsIdempotency(); err != nil {
+					return err
+				}
+			}
 			res, err = s.forwarder.apply(ctx, addr, b)
 		}
 		return err
@@ -75,6 +81,19 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 		return fsm.Result{}, err
 	}
 	return res, nil
+}
+
+// checkLeaderKnowsIdempotency refuses to forward an idempotent write to a leader that advertises an
+// older log format: a build from before FormatIdempotent answers the wrapper as an invalid command
+// (or, knowing only wrapped puts and deletes, a wrapped transaction), which would reach the client as
+// a 400 for a request that is fine. ErrIdempotencyUnsupported says what is really going on.
+func (s *Store) checkLeaderKnowsIdempotency() error {
+	_, id := s.raft.LeaderWithID()
+	if format, ok := s.gossip.LogFormat(string(id)); ok && format < fsm.FormatIdempotent {
+		return fmt.Errorf("%w: the leader %s applies log format %d, idempotency keys need %d",
+			ErrIdempotencyUnsupported, id, format, fsm.FormatIdempotent)
+	}
+	return nil
 }
 
 // classifyApplyError separates failures that left the log untouched (safe to retry elsewhere) from

@@ -13,8 +13,9 @@ import (
 	"github.com/raftkv/raftkv/test/harness"
 )
 
-// The public client against a real cluster whose leader is killed mid-run: every Put returns (retried
-// with its idempotency key across the kill), each key was written exactly once at the returned index,
+// The public client against a real cluster whose leader is killed mid-run: every Put and Txn returns
+// (retried with its idempotency key across the kill; a guarded create that applied twice would answer
+// its failure branch), each key was written exactly once at the returned index,
 // and stale reads through the client never show an index older than one it has seen.
 func TestClientWritesExactlyOnceAndReadsMonotonicallyAcrossALeaderKill(t *testing.T) {
 	c := harness.StartCluster(t, 3, harness.Options{})
@@ -61,7 +62,22 @@ func TestClientWritesExactlyOnceAndReadsMonotonicallyAcrossALeaderKill(t *testin
 					started <- struct{}{}
 				}
 				key := fmt.Sprintf("client/w%d-%03d", w, i)
-				idx, err := cl.Put(ctx, key, []byte(key))
+				var idx uint64
+				var err error
+				if i%2 == 0 {
+					idx, err = cl.Put(ctx, key, []byte(key))
+				} else {
+					// Every other write is a transaction: retried with its own idempotency key too.
+					var res client.TxnResponse
+					res, err = cl.Txn(ctx, client.Txn{
+						Compare: []client.Compare{client.Absent(key)},
+						Success: []client.TxnOp{client.OpPut(key, []byte(key))},
+					})
+					if err == nil && !res.Succeeded {
+						err = fmt.Errorf("the create ran its failure branch at %d: applied twice?", res.Index)
+					}
+					idx = res.Index
+				}
 				if err != nil {
 					t.Errorf("put %s: %v", key, err)
 					return

@@ -253,6 +253,14 @@ func (g *Gossip) RaftAddr(id string) (string, bool) {
 	return m.RaftAddr, ok && m.RaftAddr != ""
 }
 
+// LogFormat is the log format member id last advertised, if gossip has heard of it.
+func (g *Gossip) LogFormat(id string) (int, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.members[id]
+	return m.LogFormat, ok && m.ID != ""
+}
+
 // Changes delivers a (coalesced) signal whenever membership or metadata changes.
 func (g *Gossip) Changes() <-chan struct{} { return g.changes }
 

@@ -235,7 +235,7 @@ type call struct {
 	// write marks a request that changes state: once it may have reached a node, a failure is reported
 	// as indeterminate and never retried, unless idempotent.
 	write bool
-	// idempotent: a KV write, sent with an Idempotency-Key and so retried safely.
+	// idempotent: a KV write or a transaction, sent with an Idempotency-Key and so retried safely.
 	idempotent bool
 }
 

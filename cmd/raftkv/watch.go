@@ -237,8 +237,9 @@ Run a transaction read as JSON from FILE (stdin when omitted or "-"):
    "failure":[{"op":"get","key":"k"}]}
 
 and print the answer, {"succeeded":...,"index":...,"results":[...]}. Exit status 1 when the compares
-failed (the failure branch ran). A transaction that writes is sent once: if its outcome is unknown
-(exit status 3), read before retrying it.`)
+failed (the failure branch ran). A transaction that writes carries an Idempotency-Key, so one whose
+outcome is unknown is retried safely on another node and applies once; exit status 3 means it stayed
+unknown for --timeout (run it again only after reading what it would change).`)
 	var cf clientFlags
 	cf.register(fs)
 	var stale bool
@@ -276,7 +277,7 @@ failed (the failure branch ran). A transaction that writes is sent once: if its 
 	}
 	defer c.close()
 	resp, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/txn", query: consistency(stale), body: body,
-		ctype: "application/json", write: writes})
+		ctype: "application/json", write: writes, idempotent: writes})
 	if err != nil {
 		return fail(stderr, fmt.Errorf("txn: %w", err))
 	}

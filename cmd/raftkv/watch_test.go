@@ -94,13 +94,14 @@ func TestWatchExitsOnCompacted(t *testing.T) {
 
 func TestTxnPrintsTheAnswerAndExitsByOutcome(t *testing.T) {
 	var mu sync.Mutex
-	var bodies []string
+	var bodies, keys []string
 	succeeded := true
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b := new(bytes.Buffer)
 		b.ReadFrom(r.Body)
 		mu.Lock()
 		bodies = append(bodies, r.URL.Path+"?"+r.URL.RawQuery+" "+b.String())
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
 		ok := succeeded
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -115,6 +116,7 @@ func TestTxnPrintsTheAnswerAndExitsByOutcome(t *testing.T) {
 	assert.Equal(t, `{"succeeded":true,"index":7,"results":[]}`+"\n", out)
 	mu.Lock()
 	assert.Equal(t, []string{"/v1/txn? " + txn}, bodies)
+	assert.Len(t, keys[0], 32, "a transaction that writes carries an idempotency key")
 	succeeded = false
 	mu.Unlock()
 
