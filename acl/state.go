@@ -356,3 +356,39 @@ func (l *Live) Store(s *State) {
 		old.closeOnce.Do(func() { close(old.changed) })
 	}
 }
+
+// errorCodes number the Apply errors for the node-to-node wire (a follower that forwarded a command
+// turns the leader's answer back into the same sentinel). Never renumber.
+var errorCodes = []error{nil, ErrBootstrapped, ErrNotFound, ErrExists, ErrInvalid}
+
+// ErrorCode is err's wire code (0 for none, ErrInvalid's for an error that is none of the sentinels).
+func ErrorCode(err error) byte {
+	if err == nil {
+		return 0
+	}
+	for i, e := range errorCodes[1:] {
+		if errors.Is(err, e) {
+			return byte(i + 1)
+		}
+	}
+	return 4
+}
+
+// ErrorFromCode rebuilds an Apply error from its wire code and message.
+func ErrorFromCode(code byte, msg string) error {
+	if code == 0 {
+		return nil
+	}
+	if int(code) >= len(errorCodes) {
+		code = 4
+	}
+	return &wireError{sentinel: errorCodes[code], msg: msg}
+}
+
+type wireError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *wireError) Error() string { return e.msg }
+func (e *wireError) Unwrap() error { return e.sentinel }

@@ -6,8 +6,9 @@ import (
 	"maps"
 )
 
-// SnapshotFormat names what WriteBackup writes, for a backup's metadata.
-var SnapshotFormat = fmt.Sprintf("fsm-snapshot/%d", snapshotVersion)
+// SnapshotFormat names what WriteBackup writes, for a backup's metadata. A backup never carries the ACL
+// state (see Backup), so it is written in version 4, which the build before ACLs reads too.
+var SnapshotFormat = fmt.Sprintf("fsm-snapshot/%d", snapshotVersionV4)
 
 // ReadsSnapshotFormat reports whether this build reads a backup whose metadata names format: this
 // version's and every earlier one.
@@ -32,7 +33,9 @@ type SnapshotInfo struct {
 // written by Write off any lock.
 type BackupState struct{ s *snapshot }
 
-// Backup captures the current state.
+// Backup captures the current state: the data, not membership, and not the ACL state. Tokens and
+// policies belong to the running cluster like its members: restoring an old backup must not bring back
+// a revoked token, nor lock the operator out with another cluster's tokens.
 func (f *FSM) Backup() BackupState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -75,6 +78,7 @@ func (f *FSM) PrepareRestore(r io.Reader, w io.Writer, index uint64) (SnapshotIn
 	}
 	f.mu.RLock()
 	s.members = maps.Clone(f.members)
+	s.acl = f.acl.Load() // the running cluster's, as for members
 	f.mu.RUnlock()
 	info := SnapshotInfo{Applied: s.applied, WriteIndex: s.lastWrite, Keys: s.tree.Len(), Bytes: treeSize(s.tree)}
 	s.applied, s.lastWrite = index, index

@@ -34,8 +34,10 @@ const (
 	// 3 but either do not know OpIdempotent at all or wrap puts and deletes only; either would skip a
 	// wrapped write the others apply, so no wrapper is proposed before every member advertises 4.
 	FormatIdempotent = 4
+	// FormatACL: OpACL commands (the replicated ACL state) may appear.
+	FormatACL = 5
 	// LogFormat is the newest format this build applies.
-	LogFormat = FormatSessions
+	LogFormat = FormatACL
 )
 
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.

@@ -22,10 +22,13 @@ const (
 	// idempotent.go). Ops 10–13 are idempotency's; only 10 is used. It is proposed only once every
 	// member applies FormatIdempotent.
 	OpIdempotent Op = 10
+	// OpACL changes the ACL state: Value is an encoded acl.Command. Ops 24–27 are the ACL system's; only
+	// 24 is used. It is proposed only once every member applies FormatACL.
+	OpACL Op = 24
 )
 
 func (o Op) valid() bool {
-	return (o >= OpPut && o <= OpNoop) || o == OpTxn || o == OpIdempotent || o == OpSession
+	return (o >= OpPut && o <= OpNoop) || o == OpTxn || o == OpIdempotent || o == OpSession || o == OpACL
 }
 
 func (o Op) String() string {
@@ -44,6 +47,8 @@ func (o Op) String() string {
 		return "idempotent"
 	case OpSession:
 		return "session"
+	case OpACL:
+		return "acl"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
@@ -160,6 +165,9 @@ func DecodeCommand(b []byte) (Command, error) {
 	}
 	if len(rest) != 0 {
 		return Command{}, invalidCommand("%d trailing bytes after %s command", len(rest), c.Op)
+	}
+	if c.Op == OpACL && (c.CAS || c.Key != "") {
+		return Command{}, invalidCommand("an acl command has no cas and no key")
 	}
 	if c.Op == OpTxn {
 		if c.CAS || c.Key != "" {

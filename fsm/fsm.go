@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/btree"
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/acl"
 )
 
 // btreeDegree gives nodes of up to 63 items: wide enough that the per-node overhead is spread thin
@@ -34,6 +36,9 @@ type Result struct {
 	OK bool
 	// Refused: a session command that changed nothing, and why (see Refusal).
 	Refused Refusal
+	// ACLErr: an OpACL the ACL state refused (acl.ErrBootstrapped, ErrNotFound, ErrExists, ErrInvalid);
+	// nothing changed. Every node reaches the same answer.
+	ACLErr error
 }
 
 // FSM is the replicated state machine. Raft calls Apply, Snapshot, Restore and StoreConfiguration
@@ -44,6 +49,8 @@ type FSM struct {
 	members map[string]string // member id → data-dir id
 	dedup   dedupTable        // idempotency key → outcome
 	sess    sessionState      // sessions and lock delays (session.go)
+	// acl holds the ACL state; Apply stores a new one under mu, readers load it without a lock.
+	acl *acl.Live
 	// lastWrite is the index of the last write applied. Write indexes are unique across the store and
 	// increase in log order: a command gets max(lastWrite+1, its entry's raft index), so the only
 	// command of an entry gets the entry's raft index, and the commands of a batch consecutive ones.
@@ -96,8 +103,11 @@ var (
 // New returns an empty FSM at applied index 0.
 func New() *FSM {
 	return &FSM{tree: newTree(), members: make(map[string]string), haltCh: make(chan struct{}), dedup: newDedupTable(),
-		sess: newSessionState()}
+		sess: newSessionState(), acl: acl.NewLive()}
 }
+
+// ACL is the node's view of the replicated ACL state, as of the last entry applied.
+func (f *FSM) ACL() *acl.Live { return f.acl }
 
 // Halted is closed when the FSM stops applying because an entry failed its checksum; Corrupt says which.
 func (f *FSM) Halted() <-chan struct{} { return f.haltCh }
@@ -224,6 +234,10 @@ func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 		res, changes = f.applySessionLocked(cmd.Session, index)
 		return res
 	}
+	if cmd.Op == OpACL {
+		res.ACLErr = f.applyACLLocked(cmd.Value, index)
+		return res
+	}
 
 	old, found := f.tree.Get(Entry{Key: cmd.Key})
 	if cmd.CAS {
@@ -255,6 +269,21 @@ func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 		}
 	}
 	return res
+}
+
+// applyACLLocked applies an encoded acl.Command at write index index. The command carries everything
+// (the proposer made the token's secret and hashed it), so this is as deterministic as a put. f.mu is held.
+func (f *FSM) applyACLLocked(value []byte, index uint64) error {
+	c, err := acl.DecodeCommand(value)
+	if err != nil {
+		return err
+	}
+	next, err := f.acl.Load().Apply(c, index)
+	if err != nil {
+		return err
+	}
+	f.acl.Store(next)
+	return nil
 }
 
 // putLocked writes key = value at write index index and returns the change; old and found are the

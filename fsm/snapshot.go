@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/btree"
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/acl"
 )
 
 // Snapshot format, version 3 (integers are uvarints unless stated):
@@ -34,8 +36,11 @@ import (
 //	sessions     count, then per session in id order: id, name (length-prefixed), ttl ms, behavior
 //	             (1 byte), lock delay ms, create index, renew index, remaining ms
 //	lock delays  count, then per key in key order: key (length-prefixed), until (8 bytes big-endian)
+//	acl          version 5 only: length-prefixed acl.State (acl.State.MarshalBinary)
 //	crc          4 bytes  big-endian CRC-32C of every byte before it
 //
+// Version 4 is still written while the ACL state is empty, so a cluster that never used ACLs keeps
+// snapshots the previous build reads (a rolling upgrade's followers install the leader's snapshots).
 // In version 4 every entry also has, after its ModIndex, a lock byte: 0 for none, 1 for a lock,
 // followed by its session id (length-prefixed, empty once released) and lock index. Version 3 lacks
 // the lock byte and everything from the session clock on (it has no sessions). Version 2 lacks the dedup clock and records (it was written before idempotency keys, so it has
@@ -44,7 +49,8 @@ import (
 // sorted, the tree is ordered).
 const (
 	snapshotMagic     = "RKVSNAP"
-	snapshotVersion   = 4
+	snapshotVersion   = 5
+	snapshotVersionV4 = 4
 	snapshotVersionV3 = 3
 	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
@@ -72,6 +78,7 @@ type snapshot struct {
 	// backup: written for a backup, which carries no sessions: a key owned by a delete-behavior session
 	// is left out (it would outlive its owner), a released-behavior one loses its holder.
 	backup bool
+	acl    *acl.State // immutable; nil or empty in a backup
 }
 
 // Snapshot captures the current state in O(1) plus the size of the (small) member map. Raft calls it
@@ -95,6 +102,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		sessClock: f.sess.clock,
 		sessions:  f.sessionCopiesLocked(),
 		delays:    maps.Clone(f.sess.delays),
+		acl:       f.acl.Load(),
 	}, nil
 }
 
@@ -129,7 +137,17 @@ func (s *snapshot) write(w io.Writer) error {
 	sw := snapshotWriter{w: bufio.NewWriter(io.MultiWriter(w, crc))}
 
 	sw.write([]byte(snapshotMagic))
-	sw.write([]byte{snapshotVersion})
+	version := byte(snapshotVersion)
+	var aclBytes []byte
+	if s.acl != nil && !s.acl.Empty() {
+		var err error
+		if aclBytes, err = s.acl.MarshalBinary(); err != nil {
+			return err
+		}
+	} else {
+		version = snapshotVersionV4
+	}
+	sw.write([]byte{version})
 	sw.write(binary.BigEndian.AppendUint64(nil, s.applied))
 	sw.write(binary.BigEndian.AppendUint64(nil, s.lastWrite))
 
@@ -224,6 +242,10 @@ func (s *snapshot) write(w io.Writer) error {
 		sw.string(k)
 		sw.write(binary.BigEndian.AppendUint64(nil, uint64(delays[k])))
 	}
+	if version == snapshotVersion {
+		sw.uvarint(uint64(len(aclBytes)))
+		sw.write(aclBytes)
+	}
 
 	// Flush before reading the checksum: crc sees bytes only as the buffer drains into it.
 	if sw.err == nil {
@@ -282,6 +304,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	size := treeSize(s.tree)
 	f.mu.Lock()
 	f.tree, f.members, f.dedup = s.tree, s.members, s.dedup
+	f.acl.Store(s.acl)
 	f.sess.clock, f.sess.byID, f.sess.delays = s.sessClock, make(map[string]*Session, len(s.sessions)), s.delays
 	restored := make([]SessionCheckpointItem, 0, len(s.sessions))
 	for i := range s.sessions {
@@ -328,6 +351,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		tree:    newTree(),
 		dedup:   newDedupTable(),
 		delays:  make(map[string]int64),
+		acl:     acl.NewState(),
 	}
 	s.lastWrite = s.applied
 	if version >= snapshotVersionV2 {
@@ -360,7 +384,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 	}
 	var prev string
 	for i := range nEntries {
-		e, err := sr.entry(version >= snapshotVersion)
+		e, err := sr.entry(version >= snapshotVersionV4)
 		if err != nil {
 			return nil, fmt.Errorf("read entry %d of %d: %w", i, nEntries, err)
 		}
@@ -377,9 +401,18 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 			return nil, err
 		}
 	}
-	if version >= snapshotVersion {
+	if version >= snapshotVersionV4 {
 		if err := sr.sessions(s); err != nil {
 			return nil, err
+		}
+	}
+	if version >= snapshotVersion {
+		b, err := sr.bytes()
+		if err != nil {
+			return nil, fmt.Errorf("read acl state: %w", err)
+		}
+		if s.acl, err = acl.UnmarshalState(b); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidSnapshot, err)
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/transport"
 )
@@ -305,6 +306,18 @@ func (s *Store) checkClientCommand(cmd fsm.Command) error {
 			}
 		}
 		return nil
+	case fsm.OpACL:
+		// Proposed for a client whose token the receiving node checked (httpapi): the node port is
+		// trusted to carry only what a member's code sends, which peer mTLS is what makes true.
+		switch format := s.proposer.format.Load(); {
+		case format == 0:
+			return fmt.Errorf("%w: the log format of every member is not known yet", errLeaderNotReady)
+		case format < fsm.FormatACL:
+			return fmt.Errorf("%w: ACL changes need every member on log format %d, the oldest is on %d",
+				ErrNotReady, fsm.FormatACL, format)
+		}
+		_, err := acl.DecodeCommand(cmd.Value)
+		return err
 	}
 	return fmt.Errorf("%s is not a client write", cmd.Op)
 }

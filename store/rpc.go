@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
 )
 
@@ -98,6 +99,13 @@ func encodeResult(r fsm.Result) []byte {
 		flags |= 4
 		return r.Txn.AppendEncoded(append(b, flags))
 	}
+	if r.ACLErr != nil { // an ACL command has no transaction result and no refusal
+		flags |= 128
+		msg := r.ACLErr.Error()
+		b = append(b, flags, acl.ErrorCode(r.ACLErr))
+		b = binary.AppendUvarint(b, uint64(len(msg)))
+		return append(b, msg...)
+	}
 	return append(b, flags)
 }
 
@@ -128,6 +136,16 @@ func decodeResult(b []byte) (fsm.Result, error) {
 			return r, fmt.Errorf("bad apply result: %w", err)
 		}
 		r.Txn = txn
+	} else if flags&128 != 0 {
+		if len(rest) < 1 {
+			return r, errors.New("bad apply result: acl error")
+		}
+		code := rest[0]
+		n, m := binary.Uvarint(rest[1:])
+		if m <= 0 || uint64(len(rest)-1-m) != n {
+			return r, errors.New("bad apply result: acl error")
+		}
+		r.ACLErr = acl.ErrorFromCode(code, string(rest[1+m:]))
 	} else if len(rest) != 0 {
 		return r, errors.New("bad apply result: length")
 	}

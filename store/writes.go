@@ -48,7 +48,7 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 	var res fsm.Result
 	err := s.withLeader(ctx, retryWrite, func(local bool, addr string) (err error) {
 		if local {
-			if cmd.Op == fsm.OpTxn || cmd.Op == fsm.OpSession { // put and delete were checked by httpapi; these need the format
+			if cmd.Op == fsm.OpTxn || cmd.Op == fsm.OpSession || cmd.Op == fsm.OpACL { // put and delete were checked by httpapi; these need the format
 				if err := s.checkClientCommand(cmd); err != nil {
 					return err
 				}
