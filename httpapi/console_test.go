@@ -25,7 +25,7 @@ func TestConsoleRoutes(t *testing.T) {
 	assert.Equal(t, "/ui/", rec.Header().Get("Location"))
 	requireError(t, hs.do(t, http.MethodPut, "/", nil), http.StatusNotFound, codeNotFound)
 	requireError(t, hs.do(t, http.MethodGet, "/v1/kv/ui/x", nil), http.StatusNotFound, codeKeyNotFound)
-	assert.Equal(t, "/ui/", routeName("/ui/app.js"))
+	assert.Equal(t, "/ui/", (&server{opts: Options{Console: console}}).routeName("/ui/app.js"))
 
 	plain := newHarness(t, Options{})
 	requireError(t, plain.do(t, http.MethodGet, "/ui/", nil), http.StatusNotFound, codeNotFound)

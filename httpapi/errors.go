@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/store"
 	"github.com/raftkv/raftkv/watch"
 )
@@ -38,6 +39,10 @@ const (
 	codeWouldLoseQuorum  = "would_lose_quorum"
 	// codeIdempotencyUnsupported: a member (the leader) runs a build that cannot record the key yet.
 	codeIdempotencyUnsupported = "idempotency_unsupported"
+	codeUnauthenticated        = "unauthenticated"
+	codePermissionDenied       = "permission_denied"
+	codeBootstrapped           = "already_bootstrapped"
+	codeExists                 = "already_exists"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.
@@ -58,6 +63,12 @@ var errorTable = []struct {
 	code   string
 }{
 	{store.ErrIndeterminate, http.StatusServiceUnavailable, codeIndeterminate},
+	{acl.ErrUnauthenticated, http.StatusUnauthorized, codeUnauthenticated},
+	{acl.ErrPermissionDenied, http.StatusForbidden, codePermissionDenied},
+	{acl.ErrBootstrapped, http.StatusConflict, codeBootstrapped},
+	{acl.ErrExists, http.StatusConflict, codeExists},
+	{acl.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{acl.ErrInvalid, http.StatusBadRequest, codeInvalidRequest},
 	{watch.ErrCompacted, http.StatusGone, codeCompacted},
 	{store.ErrCASMismatch, http.StatusConflict, codeCASMismatch},
 	{store.ErrWouldLoseQuorum, http.StatusConflict, codeWouldLoseQuorum},

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/store"
 )
@@ -48,6 +49,25 @@ type fakeStore struct {
 	lastTxn *fsm.Txn
 	// sessions: the fake's sessions (session_test.go), by id.
 	sessions map[string]*store.Session
+	acl      *acl.Live
+}
+
+// ACL and ApplyACL apply ACL commands to an in-memory state, as the FSM does.
+func (f *fakeStore) ACL() *acl.Live { return f.acl }
+
+func (f *fakeStore) ApplyACL(_ context.Context, c acl.Command) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fail("ApplyACL"); err != nil {
+		return 0, err
+	}
+	f.index++
+	next, err := f.acl.Load().Apply(c, f.index)
+	if err != nil {
+		return 0, err
+	}
+	f.acl.Store(next)
+	return f.index, nil
 }
 
 // ReadIndex: every write the fake acknowledged is applied.
@@ -65,6 +85,7 @@ func newFakeStore() *fakeStore {
 		data:    map[string]store.Entry{},
 		members: map[string]bool{"n1": true, "n2": true, "n3": true},
 		errs:    map[string]error{},
+		acl:     acl.NewLive(),
 		status: store.Status{
 			NodeID: "n1", State: "Leader", Term: 2, CommitIndex: 10, AppliedIndex: 10, LastIndex: 10,
 			Leader:  &store.Member{ID: "n1", RaftAddr: "127.0.0.1:7001", Suffrage: "voter", GossipState: "alive", Leader: true},

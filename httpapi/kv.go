@@ -54,6 +54,10 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request, escapedKey st
 	if p.poll.seenIndex {
 		extendDeadlines(w, p.poll.wait)
 		s.longPoll(r, &watch.Filter{Key: key}, p.poll.index, p.poll.wait)
+		if _, err := s.recheck(r.Context()); err != nil { // the ACLs may have changed while it waited
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())
@@ -162,6 +166,10 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	if p.poll.seenIndex {
 		extendDeadlines(w, p.poll.wait)
 		s.longPoll(r, &watch.Filter{Prefix: p.prefix, IsPrefix: true}, p.poll.index, p.poll.wait)
+		if _, err := s.recheck(r.Context()); err != nil { // the ACLs may have changed while it waited
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if p.consistency == store.Stale {
 		s.setStaleHeaders(w.Header())

@@ -29,8 +29,11 @@ type Options struct {
 	// Console, if set, serves the web console under /ui/ (and / redirects there). httpapi routes to it
 	// and knows nothing else about it: the console is a client of this API like any other.
 	Console http.Handler
-	// Observer, if set, is told about every request: its route pattern, method, status and duration.
+	// Observer, if set, is told about every request: its route pattern, method, status and duration;
+	// and, if it is an ACLObserver, about every request the ACLs refused.
 	Observer RequestObserver
+	// ACLEnabled: every request but the open ones (see routes in authz.go) needs a token allowed to do it.
+	ACLEnabled bool
 
 	// Watch, if set, is this node's change history: it serves GET /v1/watch and the long-polls
 	// (index=&wait=) of reads. Without it, /v1/watch is 404 and wait= answers at once.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/store"
 )
@@ -65,14 +66,21 @@ type Store interface {
 	PutOwned(ctx context.Context, key string, value []byte, id string) (uint64, error)
 	Acquire(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error)
 	Release(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error)
+
+	// ACL is the node's applied ACL state, which every decision reads; ApplyACL replicates a change
+	// and returns its write index, or the state's refusal wrapping an acl sentinel.
+	ACL() *acl.Live
+	ApplyACL(ctx context.Context, c acl.Command) (uint64, error)
 }
 
 // Path prefixes of the routes that carry a parameter in the path.
 const (
-	kvPrefix      = "/v1/kv/"
-	membersPrefix = "/v1/cluster/members/"
-	pprofPrefix   = "/debug/pprof/"
-	consolePrefix = "/ui/"
+	kvPrefix          = "/v1/kv/"
+	membersPrefix     = "/v1/cluster/members/"
+	pprofPrefix       = "/debug/pprof/"
+	consolePrefix     = "/ui/"
+	aclTokensPrefix   = "/v1/acl/tokens/"
+	aclPoliciesPrefix = "/v1/acl/policies/"
 )
 
 // Allow header values, one per route shape.
@@ -82,7 +90,12 @@ const (
 	allowDelete   = "DELETE"
 	allowKey      = "GET, HEAD, PUT, DELETE"
 	allowSnapshot = "GET, PUT"
+	allowList     = "GET, HEAD, POST"
+	allowItem     = "GET, HEAD, DELETE"
 )
+
+// headerToken is the alternative to "Authorization: Bearer" for a token.
+const headerToken = "X-Raftkv-Token"
 
 type server struct {
 	store   Store
@@ -126,7 +139,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.recovered(w, sw, r, v)
 		}
 		if s.opts.Observer != nil {
-			s.opts.Observer.ObserveRequest(routeName(r.URL.EscapedPath()), r.Method, sw.statusCode(), time.Since(start))
+			s.opts.Observer.ObserveRequest(s.routeName(r.URL.EscapedPath()), r.Method, sw.statusCode(), time.Since(start))
 		}
 		if sw != nil && s.log.Enabled(r.Context(), slog.LevelDebug) {
 			s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
@@ -139,72 +152,151 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.route(w, r)
 }
 
-// route dispatches on the escaped path and the method. It is a switch rather than an http.ServeMux on
-// purpose: ServeMux cleans paths and answers keys such as "a//b", "./a" or "a/.." with a redirect to a
-// *different* key (a client that follows a 307 on PUT writes the wrong key), and its 405s are plain text.
-// Keys are taken verbatim from the path after /v1/kv/, percent-decoded (so "a/b" and "a%2Fb" are the same
-// key), with no cleaning.
-func (s *server) route(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.EscapedPath()
+// match finds the route of an escaped path, and the rest of the path after a route's prefix (a key, a
+// member id, ...). It is a switch rather than an http.ServeMux on purpose: ServeMux cleans paths and
+// answers keys such as "a//b", "./a" or "a/.." with a redirect to a *different* key (a client that
+// follows a 307 on PUT writes the wrong key), and its 405s are plain text. Keys are taken verbatim from
+// the path after /v1/kv/, percent-decoded (so "a/b" and "a%2Fb" are the same key), with no cleaning.
+func (s *server) match(path string) (routeID, string) {
 	switch {
 	case strings.HasPrefix(path, kvPrefix):
+		return routeKey, path[len(kvPrefix):]
+	case strings.HasPrefix(path, membersPrefix) && !strings.Contains(path[len(membersPrefix):], "/"):
+		return routeMember, path[len(membersPrefix):]
+	case strings.HasPrefix(path, sessionPrefix):
+		return routeSession, path[len(sessionPrefix):] // routeSession sorts out {id} and {id}/renew
+	case strings.HasPrefix(path, aclTokensPrefix) && !strings.Contains(path[len(aclTokensPrefix):], "/"):
+		return routeACLToken, path[len(aclTokensPrefix):]
+	case strings.HasPrefix(path, aclPoliciesPrefix) && !strings.Contains(path[len(aclPoliciesPrefix):], "/"):
+		return routeACLPolicy, path[len(aclPoliciesPrefix):]
+	case s.pprof != nil && strings.HasPrefix(path, pprofPrefix):
+		return routePprof, ""
+	case s.opts.Console != nil && (strings.HasPrefix(path, consolePrefix) || path == "/ui"):
+		return routeConsole, ""
+	}
+	switch path {
+	case "/v1/kv":
+		return routeList, ""
+	case "/v1/txn":
+		return routeTxn, ""
+	case "/v1/session":
+		return routeSessionCreate, ""
+	case "/v1/sessions":
+		return routeSessions, ""
+	case "/v1/watch":
+		return routeWatch, ""
+	case "/v1/cluster":
+		return routeStatus, ""
+	case "/v1/cluster/join":
+		return routeJoin, ""
+	case "/v1/cluster/leave":
+		return routeLeave, ""
+	case "/healthz":
+		return routeHealthz, ""
+	case "/readyz":
+		return routeReadyz, ""
+	case "/v1/snapshot":
+		return routeSnapshot, ""
+	case "/v1/cluster/health":
+		return routeHealth, ""
+	case "/v1/acl/bootstrap":
+		return routeACLBootstrap, ""
+	case "/v1/acl/tokens":
+		return routeACLTokens, ""
+	case "/v1/acl/token/self":
+		return routeACLSelf, ""
+	case "/v1/acl/policies":
+		return routeACLPolicies, ""
+	case "/metrics":
+		if s.opts.Metrics != nil {
+			return routeMetrics, ""
+		}
+	case "/":
+		if s.opts.Console != nil {
+			return routeRoot, ""
+		}
+	}
+	return routeNotFound, ""
+}
+
+// route matches the request, passes it through the choke point (authorize) when ACLs are on, and
+// dispatches it to its handler on the method. Audited routes get their audit line once answered.
+func (s *server) route(w http.ResponseWriter, r *http.Request) {
+	id, rest := s.match(r.URL.EscapedPath())
+	if s.opts.ACLEnabled {
+		var ok bool
+		if r, ok = s.authorize(w, r, id, rest); !ok {
+			return
+		}
+	}
+	if spec := &routes[id]; spec.audit {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { s.audit(r, spec, "", sw.statusCode(), nil) }()
+		w = sw
+	}
+	s.dispatch(w, r, id, rest)
+}
+
+func (s *server) dispatch(w http.ResponseWriter, r *http.Request, id routeID, rest string) {
+	switch id {
+	case routeKey:
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			s.handleGet(w, r, path[len(kvPrefix):])
+			s.handleGet(w, r, rest)
 		case http.MethodPut:
-			s.handlePut(w, r, path[len(kvPrefix):])
+			s.handlePut(w, r, rest)
 		case http.MethodDelete:
-			s.handleDelete(w, r, path[len(kvPrefix):])
+			s.handleDelete(w, r, rest)
 		default:
 			s.methodNotAllowed(w, r, allowKey)
 		}
-	case path == "/v1/kv":
+	case routeList:
 		if s.allowed(w, r, allowGet) {
 			s.handleList(w, r)
 		}
-	case path == "/v1/txn":
+	case routeTxn:
 		if s.allowed(w, r, allowPost) {
 			s.handleTxn(w, r)
 		}
-	case path == "/v1/session":
+	case routeSessionCreate:
 		if s.allowed(w, r, allowPost) {
 			s.handleCreateSession(w, r)
 		}
-	case path == "/v1/sessions":
+	case routeSessions:
 		if s.allowed(w, r, allowGet) {
 			s.handleListSessions(w, r)
 		}
-	case strings.HasPrefix(path, sessionPrefix):
-		s.routeSession(w, r, path[len(sessionPrefix):])
-	case path == "/v1/watch":
+	case routeSession:
+		s.routeSession(w, r, rest)
+	case routeWatch:
 		if s.allowed(w, r, allowGet) {
 			s.handleWatch(w, r)
 		}
-	case path == "/v1/cluster":
+	case routeStatus:
 		if s.allowed(w, r, allowGet) {
 			s.handleStatus(w, r)
 		}
-	case path == "/v1/cluster/join":
+	case routeJoin:
 		if s.allowed(w, r, allowPost) {
 			s.handleJoin(w, r)
 		}
-	case path == "/v1/cluster/leave":
+	case routeLeave:
 		if s.allowed(w, r, allowPost) {
 			s.handleLeave(w, r)
 		}
-	case strings.HasPrefix(path, membersPrefix) && !strings.Contains(path[len(membersPrefix):], "/"):
+	case routeMember:
 		if s.allowed(w, r, allowDelete) {
-			s.handleRemoveMember(w, r, path[len(membersPrefix):])
+			s.handleRemoveMember(w, r, rest)
 		}
-	case path == "/healthz":
+	case routeHealthz:
 		if s.allowed(w, r, allowGet) {
 			writeJSON(w, http.StatusOK, healthOK)
 		}
-	case path == "/readyz":
+	case routeReadyz:
 		if s.allowed(w, r, allowGet) {
 			s.handleReady(w, r)
 		}
-	case path == "/v1/snapshot":
+	case routeSnapshot:
 		switch r.Method {
 		case http.MethodGet:
 			s.handleBackup(w, r)
@@ -213,48 +305,61 @@ func (s *server) route(w http.ResponseWriter, r *http.Request) {
 		default:
 			s.methodNotAllowed(w, r, allowSnapshot)
 		}
-	case path == "/v1/cluster/health":
+	case routeHealth:
 		if s.allowed(w, r, allowGet) {
 			s.handleHealth(w, r)
 		}
-	case path == "/metrics" && s.opts.Metrics != nil:
+	case routeMetrics:
 		if s.allowed(w, r, allowGet) {
 			s.opts.Metrics.ServeHTTP(w, r)
 		}
-	case s.pprof != nil && strings.HasPrefix(path, pprofPrefix):
+	case routePprof:
 		s.pprof.ServeHTTP(w, r)
-	case s.opts.Console != nil && (strings.HasPrefix(path, consolePrefix) || path == "/ui"):
+	case routeConsole:
 		s.opts.Console.ServeHTTP(w, r)
-	case s.opts.Console != nil && path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		http.Redirect(w, r, consolePrefix, http.StatusFound) // a browser pointed at a node finds the console
+	case routeRoot:
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			http.Redirect(w, r, consolePrefix, http.StatusFound) // a browser pointed at a node finds the console
+			return
+		}
+		s.notFound(w, r)
+	case routeACLBootstrap:
+		if s.allowed(w, r, allowPost) {
+			s.handleACLBootstrap(w, r)
+		}
+	case routeACLTokens:
+		if s.allowed(w, r, allowList) {
+			s.handleACLTokens(w, r)
+		}
+	case routeACLToken:
+		if s.allowed(w, r, allowItem) {
+			s.handleACLToken(w, r, rest)
+		}
+	case routeACLSelf:
+		if s.allowed(w, r, allowGet) {
+			s.handleACLSelf(w, r)
+		}
+	case routeACLPolicies:
+		if s.allowed(w, r, allowList) {
+			s.handleACLPolicies(w, r)
+		}
+	case routeACLPolicy:
+		if s.allowed(w, r, allowItem) {
+			s.handleACLPolicy(w, r, rest)
+		}
 	default:
-		s.writeError(w, r, &apiError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+		s.notFound(w, r)
 	}
 }
 
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, &apiError{http.StatusNotFound, codeNotFound, "no such endpoint: " + r.URL.Path})
+}
+
 // routeName is the route pattern of path, for metrics: a fixed set of names, whatever the path.
-func routeName(path string) string {
-	switch {
-	case strings.HasPrefix(path, kvPrefix):
-		return kvPrefix + "{key}"
-	case strings.HasPrefix(path, membersPrefix):
-		return membersPrefix + "{id}"
-	case strings.HasPrefix(path, sessionPrefix):
-		if strings.HasSuffix(path, renewSuffix) {
-			return sessionPrefix + "{id}" + renewSuffix
-		}
-		return sessionPrefix + "{id}"
-	case strings.HasPrefix(path, pprofPrefix):
-		return pprofPrefix
-	case strings.HasPrefix(path, consolePrefix) || path == "/ui":
-		return consolePrefix
-	}
-	switch path {
-	case "/v1/kv", "/v1/watch", "/v1/txn", "/v1/session", "/v1/sessions", "/v1/cluster", "/v1/cluster/join", "/v1/cluster/leave", "/v1/cluster/health",
-		"/v1/snapshot", "/healthz", "/readyz", "/metrics":
-		return path
-	}
-	return "other"
+func (s *server) routeName(path string) string {
+	id, _ := s.match(path)
+	return routes[id].name
 }
 
 // allowed reports whether r's method is listed in allow (a route's Allow header value), answering 405

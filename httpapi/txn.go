@@ -299,6 +299,11 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Every compare and op of both branches, before anything runs: one forbidden op refuses it whole.
+	if err := s.authorizeBody(r, txnNeeds(t)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if c == store.Stale && t.HasWrites() {
 		s.writeError(w, r, &txnError{msg: "consistency=stale is for transactions that only read"})
 		return

@@ -205,6 +205,12 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 	var leaderless time.Time // when this node was first seen without a leader; zero while it has one
 	var buf []byte
 	caughtUp := false
+	// aclChanged fires when the ACL state changes (never while ACLs are off): the stream is decided
+	// again, and ends with permission_denied (or unauthenticated) once its token may no longer see it.
+	var aclChanged <-chan struct{}
+	if st, _ := s.recheck(ctx); st != nil {
+		aclChanged = st.Changed()
+	}
 	for {
 		wake := hub.Wake()
 		evs, through, err := hub.Read(pos, &p.filter, watchPageEvents)
@@ -246,6 +252,14 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 					s.opts.NoLeaderTimeout.String()+"; resume on another node", pos), true)
 				return
 			}
+		case <-aclChanged:
+			now, err := s.recheck(ctx)
+			if err != nil {
+				_, code := classify(err)
+				st.push(appendResumeError(nil, code, err.Error(), pos), true)
+				return
+			}
+			aclChanged = now.Changed()
 		case <-s.opts.Stop:
 			st.push(appendResumeError(nil, codeShuttingDown, "this node is stopping; resume on another node", pos), true)
 			return
