@@ -68,7 +68,8 @@ type Config struct {
 	// set, that client's transport must carry the TLS configuration itself.
 	TLS *tls.Config
 
-	// Token is reserved for when the server supports it; it must be empty for now.
+	// Token is the secret of an ACL token, sent as "Authorization: Bearer" on every request (watches
+	// included). Empty sends none (a cluster without ACLs).
 	Token string
 }
 
@@ -88,9 +89,6 @@ type Client struct {
 func New(cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("client: no endpoint given")
-	}
-	if cfg.Token != "" {
-		return nil, errors.New("client: Token is not supported by the server yet")
 	}
 	scheme := "http"
 	if cfg.TLS != nil {
@@ -337,6 +335,7 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", node, err)
 	}
+	c.authorize(req)
 	if cl.ctype != "" {
 		req.Header.Set("Content-Type", cl.ctype)
 	} else if cl.body != nil {
@@ -425,4 +424,11 @@ func newIdempotencyKey() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b[:])
+}
+
+// authorize adds the token, if any, to a request.
+func (c *Client) authorize(req *http.Request) {
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
 }

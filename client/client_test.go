@@ -198,8 +198,18 @@ func TestReadsCarryTheHighestIndexSeen(t *testing.T) {
 
 func TestConfigValidation(t *testing.T) {
 	for _, cfg := range []Config{{}, {Endpoints: []string{"nope"}}, {Endpoints: []string{"ftp://a:1"}},
-		{Endpoints: []string{"a:1"}, Timeout: -1}, {Endpoints: []string{"a:1"}, Token: "t"}} {
+		{Endpoints: []string{"a:1"}, Timeout: -1}} {
 		_, err := New(cfg)
 		require.Error(t, err, "%+v", cfg)
 	}
+}
+
+func TestTokenIsSentAsBearer(t *testing.T) {
+	fake, url := newFake(t, jsonReply(200, `{"index":7}`))
+	c, err := New(Config{Endpoints: []string{url}, Token: "rkv_secret"})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.NoError(t, err)
+	require.Equal(t, "Bearer rkv_secret", fake.requests()[0].Header.Get("Authorization"))
 }

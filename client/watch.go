@@ -160,6 +160,7 @@ func (w *Watcher) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	w.c.authorize(req)
 	resp, err := w.c.hc.Do(req)
 	if err != nil {
 		return &transportError{node: w.node, err: err}

@@ -42,6 +42,7 @@ type Node struct {
 	readIndexBatch   prometheus.Histogram
 	httpRequests     *prometheus.CounterVec
 	httpDuration     *prometheus.HistogramVec
+	aclDenials       *prometheus.CounterVec
 }
 
 var _ store.Observer = (*Node)(nil)
@@ -110,13 +111,20 @@ func New() *Node {
 		Help:    "HTTP API request latency by route, method and status code.",
 		Buckets: latencyBuckets,
 	}, []string{"route", "method", "code"})
+	n.aclDenials = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "raftkv_acl_denials_total",
+		Help: "Requests the ACLs refused, by code: unauthenticated (no or unknown token), permission_denied (a right missing).",
+	}, []string{"code"})
 	n.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		n.leaderChanges, n.committed, n.failed, n.batchSize, n.applyDuration, n.boltCommit,
 		n.snapshotDuration, n.snapshotSize, n.forwardDuration, n.readIndexRPC, n.readIndexBatch,
-		n.httpRequests, n.httpDuration,
+		n.httpRequests, n.httpDuration, n.aclDenials,
 	)
+	for _, c := range []string{"unauthenticated", "permission_denied"} {
+		n.aclDenials.WithLabelValues(c)
+	}
 	// Both results exist from the start, so a rate over them is 0 rather than absent.
 	for _, r := range []string{"ok", "error"} {
 		n.forwardDuration.WithLabelValues(r)
@@ -177,6 +185,11 @@ func (n *Node) ObserveRequest(route, method string, code int, took time.Duration
 	c := strconv.Itoa(code)
 	n.httpRequests.WithLabelValues(route, method, c).Inc()
 	n.httpDuration.WithLabelValues(route, method, c).Observe(took.Seconds())
+}
+
+// ObserveACLDenial counts one request the ACLs refused (httpapi.ACLObserver).
+func (n *Node) ObserveACLDenial(code string) {
+	n.aclDenials.WithLabelValues(code).Inc()
 }
 
 // stateCollector reads the store's state when scraped: gauges that are always current without the

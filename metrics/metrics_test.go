@@ -35,6 +35,7 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 	n.LogStoreCommit(time.Millisecond)
 	n.SnapshotPersisted(time.Second, 1234)
 	n.ObserveRequest("/v1/kv/{key}", "PUT", 200, time.Millisecond)
+	n.ObserveACLDenial("permission_denied")
 
 	assert.Equal(t, 1.0, testutil.ToFloat64(n.leaderChanges))
 	assert.Equal(t, 5.0, testutil.ToFloat64(n.committed))
@@ -53,6 +54,7 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 		`raftkv_cluster_raft_servers{suffrage="voter"} 3`, `raftkv_cluster_gossip_members{state="dead"} 1`,
 		"raftkv_server_write_batch_size_count 1", `raftkv_network_forward_duration_seconds_count{result="error"} 1`,
 		"raftkv_disk_data_dir_free_bytes ", "go_goroutines ", "process_cpu_seconds_total ",
+		`raftkv_acl_denials_total{code="permission_denied"} 1`, `raftkv_acl_denials_total{code="unauthenticated"} 0`,
 	} {
 		assert.Contains(t, text, want)
 	}

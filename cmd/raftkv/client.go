@@ -96,6 +96,7 @@ type clientConfig struct {
 	maxBackoff time.Duration // default 2 s
 	httpClient *http.Client  // default: see newHTTPClient
 	tls        *tls.Config   // nil: plain HTTP; set: https by default, this config on the default transport
+	token      string        // ACL token secret, sent on every request (streams too); "" sends none
 }
 
 // client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
@@ -145,6 +146,12 @@ func newClient(cfg clientConfig) (*client, error) {
 	if hc == nil {
 		hc = newHTTPClient(cfg.tls)
 	}
+	if cfg.token != "" {
+		// On the transport, so that the streams (watch, snapshot) built here carry it too.
+		t := *hc
+		t.Transport = tokenTransport{token: cfg.token, next: transportOrDefault(hc.Transport)}
+		hc = &t
+	}
 	pub, err := rkv.New(rkv.Config{Endpoints: cfg.addrs, Timeout: cfg.timeout, MinBackoff: cfg.minBackoff,
 		MaxBackoff: cfg.maxBackoff, HTTPClient: hc, TLS: cfg.tls})
 	if err != nil {
@@ -169,6 +176,25 @@ func newHTTPClient(tlsConfig *tls.Config) *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
+}
+
+// tokenTransport adds "Authorization: Bearer <token>" to every request.
+type tokenTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context()) // a RoundTripper must not modify the caller's request
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.next.RoundTrip(r)
+}
+
+func transportOrDefault(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		return http.DefaultTransport
+	}
+	return rt
 }
 
 // close releases idle connections.
@@ -604,4 +630,11 @@ func forceQuery(force bool) string {
 func (c *client) ready(ctx context.Context) error {
 	_, err := c.once(ctx, c.bases[0], call{method: http.MethodGet, path: "/readyz"})
 	return err
+}
+
+// CloseIdleConnections passes through, so client.close still releases connections.
+func (t tokenTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

@@ -28,6 +28,9 @@ const (
 	// whose checksum does not match), or it refused to start on its data dir (another node's, corrupt,
 	// in use, or partly wiped). Restarting it as is fails the same way: a supervisor should not loop.
 	exitNodeFailed = 4
+	// exitDenied: the cluster's ACLs refused the request (401 unauthenticated, 403 permission_denied):
+	// retrying will not help, another token might.
+	exitDenied = 5
 )
 
 // newFlagSet returns a FlagSet whose usage reads "Usage: raftkv <synopsis>", the description, and the
@@ -121,6 +124,7 @@ type clientFlags struct {
 	addr    string
 	timeout time.Duration
 	tls     tlsutil.ClientFiles
+	token   string
 }
 
 func (f *clientFlags) register(fs *flag.FlagSet) {
@@ -137,6 +141,8 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tls.Cert, "cert", os.Getenv("RAFTKV_CERT"),
 		"client certificate `file`, for nodes that require one (--tls-client-ca-file); https (env RAFTKV_CERT)")
 	fs.StringVar(&f.tls.Key, "key", os.Getenv("RAFTKV_KEY"), "the client certificate's key `file` (env RAFTKV_KEY)")
+	fs.StringVar(&f.token, "token", os.Getenv("RAFTKV_TOKEN"),
+		"ACL token `secret` sent with every request (env RAFTKV_TOKEN; prefer the env: flags show in ps)")
 }
 
 // tlsConfig is the TLS configuration the flags ask for; nil when none is set (plain HTTP unless an
@@ -172,7 +178,7 @@ func (f *clientFlags) newClient(addrs []string) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newClient(clientConfig{addrs: addrs, timeout: f.timeout, tls: tc})
+	return newClient(clientConfig{addrs: addrs, timeout: f.timeout, tls: tc, token: f.token})
 }
 
 // fail prints err as "raftkv: <context>: <err>" and returns its exit status.
@@ -203,6 +209,8 @@ func exitCode(err error) int {
 			return exitNotFound
 		case ae.status == 400 || ae.status == 413:
 			return exitUsage
+		case ae.status == 401 || ae.status == 403:
+			return exitDenied
 		}
 	}
 	return exitUnavailable

@@ -44,6 +44,11 @@ Cluster:
   cluster leave       make the --addr node leave the cluster gracefully
   cluster remove ID   remove member ID (a node that died for good)
 
+Access control (see docs/security.md):
+  acl bootstrap       create the first management token, once per cluster; prints its secret
+  acl token ...       create, list, delete tokens
+  acl policy ...      create, list, delete policies (key prefix rules, cluster and ACL rights)
+
 Backups:
   snapshot save FILE      write a verified, consistent backup of every key to FILE
   snapshot inspect FILE   verify FILE and print what it holds
@@ -64,14 +69,17 @@ Other:
 Client flags (every key, value and cluster command):
   --addr host:port[,host:port...]   nodes to try in turn (default $RAFTKV_ADDR, else 127.0.0.1:7000)
   --timeout 15s                     how long to keep retrying while there is no leader or a node is down
+  --token SECRET                    ACL token sent with every request (default $RAFTKV_TOKEN)
 
 Environment:
   RAFTKV_ADDR   default for --addr
+  RAFTKV_TOKEN  default for --token
 
 Exit status:
   0 ok; 1 key not found, unknown member, cas failed, or a removal refused because it would lose the
   quorum; 2 usage error or request rejected as invalid;
-  3 unavailable, timed out, write outcome unknown, or any other error
+  3 unavailable, timed out, write outcome unknown, or any other error; 5 refused by the ACLs
+  (no token, unknown token, or a right missing)
 
 Example:
   raftkv dev --nodes 3                         # in one terminal (or: make run)
@@ -134,6 +142,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runTxn(ctx, rest, stdin, stdout, stderr)
 	case "cluster":
 		return runCluster(ctx, rest, stdin, stdout, stderr)
+	case "acl":
+		return runACL(ctx, rest, stdin, stdout, stderr)
 	case "recover":
 		return runRecover(ctx, rest, stdout, stderr)
 	case "snapshot":

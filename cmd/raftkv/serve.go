@@ -64,6 +64,7 @@ type serveFlags struct {
 	dedupWindow                                 time.Duration
 	dedupMaxKeys                                int
 	tls                                         tlsFlags
+	aclEnabled                                  bool
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -92,6 +93,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "leave the cluster gracefully on SIGTERM (the node is removed from raft)")
 	fs.BoolVar(&f.console, "ui", true, "serve the web console under /ui/ on the HTTP address (a client of the API, nothing more)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the HTTP address too")
+	fs.BoolVar(&f.aclEnabled, "acl-enabled", false, "deny every HTTP request without a token allowed to do it, except /healthz and /readyz (set it on every node; see docs/security.md)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "127.0.0.1:0", "bind address of the debug server (Go profiles under /debug/pprof/, and /metrics); port 0 picks a free one, logged at start; empty turns it off")
 	fs.DurationVar(&f.watchHistory, "watch-history", watch.DefaultHistory, "how long each node keeps changes in memory for watches to resume from")
 	fs.Int64Var(&f.watchHistoryBytes, "watch-history-bytes", watch.DefaultHistoryBytes, "most bytes of changes each node keeps for watches (the oldest go first)")
@@ -310,6 +312,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		MaxWatches:            f.maxWatches,
 		WatchProgressInterval: f.watchProgress,
 		MaxTxnOps:             f.maxTxnOps,
+		ACLEnabled:            f.aclEnabled,
 	}, httpLog), httpLimits{body: f.httpBodyTimeout, request: f.requestTimeout}, httpLog)
 	// Shutdown waits for in-flight requests; watch streams and long-polls end when told.
 	srv.RegisterOnShutdown(func() { close(stopStreams) })
