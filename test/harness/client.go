@@ -26,6 +26,8 @@ type Client struct {
 	BaseURL string
 	Timeout time.Duration
 	HTTP    *http.Client
+	// Token, if set, is sent as "Authorization: Bearer" on every request (a cluster with ACLs on).
+	Token string
 }
 
 // NewClient returns a client for the node serving HTTP on addr (host:port).
@@ -145,6 +147,9 @@ func (c *Client) DoContext(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		r.Err, r.NotSent = err, true
 		return r
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	for k, v := range headersFrom(ctx) {
 		req.Header[k] = v

@@ -118,11 +118,26 @@ func (n *Node) allocatePorts() error {
 	}
 	addr := func(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 	n.HTTPAddr, n.RaftAddr, n.GossipAddr = addr(p[0]), addr(p[1]), addr(p[2])
+	token := ""
+	if n.Client != nil {
+		token = n.Client.Token // new ports, same credentials
+	}
 	n.Client = NewClient(n.HTTPAddr, n.opts.RequestTimeout)
 	if n.opts.ClientTLS != nil {
 		n.Client.UseTLS(n.opts.ClientTLS)
 	}
+	n.Client.Token = token
 	return nil
+}
+
+// SetToken makes every node's client send this ACL token secret (a cluster started with
+// --acl-enabled, once bootstrapped). Call it before any concurrent use of the clients.
+func (c *Cluster) SetToken(secret string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		n.Client.Token = secret
+	}
 }
 
 // Cluster is a set of raftkv processes started for one test.
