@@ -259,7 +259,7 @@ func (s *server) authorizeBody(r *http.Request, needs []acl.Need) error {
 		s.observeDenial(codePermissionDenied)
 		return needError(n)
 	}
-	d.needs = append(d.needs, needs...)
+	d.needs = slices.Concat(d.needs, needs) // d.needs may be a route's shared slice: never append in place
 	return nil
 }
 

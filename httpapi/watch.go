@@ -208,8 +208,12 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 	// aclChanged fires when the ACL state changes (never while ACLs are off): the stream is decided
 	// again, and ends with permission_denied (or unauthenticated) once its token may no longer see it.
 	var aclChanged <-chan struct{}
-	if st, _ := s.recheck(ctx); st != nil {
-		aclChanged = st.Changed()
+	if now, err := s.recheck(ctx); err != nil { // changed since the request was decided
+		_, code := classify(err)
+		st.push(appendResumeError(nil, code, err.Error(), pos), true)
+		return
+	} else if now != nil {
+		aclChanged = now.Changed()
 	}
 	for {
 		wake := hub.Wake()
