@@ -23,7 +23,7 @@ Commands:
   token create       create a token holding policies (--policy, repeatable) or --management
   token list         list tokens (accessor ids, policies; never secrets)
   token delete ID    delete the token with accessor id ID
-  policy create      create or replace a policy (--name, --key PREFIX=ACCESS repeatable, --cluster, --acl, or --file)
+  policy create      create or replace a policy (--name, --rule PREFIX=ACCESS repeatable, --cluster, --acl, or --file)
   policy list        list policies and their rules
   policy delete NAME delete a policy
 
@@ -190,7 +190,7 @@ Create a token and print its accessor id and secret (shown only now). A token ne
 func runACLPolicyCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlagSet("acl policy create", "acl policy create [flags]", `
 Create a policy, or replace the one with the same name (tokens holding it change at once, live
-watches included). Rules: --key PREFIX=ACCESS with ACCESS read, list, write or deny (the longest
+watches included). Rules: --rule PREFIX=ACCESS with ACCESS read, list, write or deny (the longest
 matching prefix decides; see docs/security.md), --cluster and --acl read, write or deny. Or give the
 whole policy as JSON with --file (- for stdin): {"name":..,"keys":[{"prefix":..,"access":..}],..}.`)
 	var cf clientFlags
@@ -199,7 +199,7 @@ whole policy as JSON with --file (- for stdin): {"name":..,"keys":[{"prefix":..,
 	var name, desc, cluster, aclAccess, file string
 	fs.StringVar(&name, "name", "", "policy `NAME`")
 	fs.StringVar(&desc, "description", "", "free text")
-	fs.Var(&keys, "key", "key rule `PREFIX=ACCESS` (repeatable); PREFIX may be empty: =read covers every key")
+	fs.Var(&keys, "rule", "key rule `PREFIX=ACCESS` (repeatable); PREFIX may be empty: =read covers every key")
 	fs.StringVar(&cluster, "cluster", "", "cluster operations: read (status, health, metrics), write (join, leave, remove) or deny")
 	fs.StringVar(&aclAccess, "acl", "", "the ACL system: read or write (write may create any token: it is root) or deny")
 	fs.StringVar(&file, "file", "", "read the policy as JSON from `FILE` (- for stdin) instead of the flags above")
@@ -230,11 +230,11 @@ whole policy as JSON with --file (- for stdin): {"name":..,"keys":[{"prefix":..,
 		for _, k := range keys {
 			prefix, access, ok := strings.Cut(k, "=")
 			if !ok {
-				return usageError(fs, stderr, "--key %q: want PREFIX=ACCESS", k)
+				return usageError(fs, stderr, "--rule %q: want PREFIX=ACCESS", k)
 			}
 			a, err := acl.ParseAccess(access)
 			if err != nil {
-				return usageError(fs, stderr, "--key %q: %v", k, err)
+				return usageError(fs, stderr, "--rule %q: %v", k, err)
 			}
 			p.Keys = append(p.Keys, acl.KeyRule{Prefix: prefix, Access: a})
 		}
