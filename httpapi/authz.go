@@ -240,8 +240,22 @@ func (s *server) authorize(w http.ResponseWriter, r *http.Request, id routeID, r
 		s.deny(w, r, spec, az.Accessor(), needError(n), codePermissionDenied)
 		return r, false
 	}
+	if !spec.keepDecision(r) {
+		return r, true // nothing after the handler starts asks again: skip the request copy
+	}
 	d := &decision{secret: secret, state: st, authz: az, needs: needs}
 	return r.WithContext(context.WithValue(r.Context(), authzKey{}, d)), true
+}
+
+// keepDecision reports whether anything after the choke point needs the decision: a transaction's body
+// check, a watch or long-poll deciding again, the audit line's accessor, token/self. A plain get or put
+// does not, and is spared the context and request copies (about 0.4 µs and 3 allocations).
+func (spec *routeSpec) keepDecision(r *http.Request) bool {
+	switch spec {
+	case &routes[routeKey], &routes[routeList]:
+		return strings.Contains(r.URL.RawQuery, "index=") // a long-poll (or min_index=: harmless)
+	}
+	return true
 }
 
 // authorizeBody is the second half of the choke point for a route whose needs come from its body. It
