@@ -14,7 +14,8 @@ const (
 	ResourceKey     Resource = iota + 1 // one key: Need.Key
 	ResourcePrefix                      // every key that starts with Need.Key (a range; "" is the whole key space)
 	ResourceCluster                     // cluster operations
-	ResourceACL                         // the ACL system, and snapshots
+	ResourceACL                         // the ACL system
+	ResourceSession                     // sessions (the keys a session holds are decided as keys)
 )
 
 func (r Resource) String() string {
@@ -27,6 +28,8 @@ func (r Resource) String() string {
 		return "cluster"
 	case ResourceACL:
 		return "acl"
+	case ResourceSession:
+		return "session"
 	}
 	return "resource?"
 }
@@ -53,12 +56,15 @@ type Need struct {
 //     starts with P (a more specific deny or lower grant inside the range refuses the whole range).
 //     A range is never allowed partially: lists, watches and range deletes are refused, never filtered.
 //
+// Cluster, ACL and session rules merge like 2 (deny wins, else the higher grant).
+//
 // A management token (from bootstrap) is allowed everything.
 type Authorizer struct {
 	accessor   string
 	management bool
 	cluster    Access
 	acl        Access
+	session    Access
 	// rules sorted by prefix, with equal prefixes merged as in 2.
 	prefixes []string
 	access   []Access
@@ -90,6 +96,7 @@ func newAuthorizer(tok *Token, policies map[string]*Policy) *Authorizer {
 		}
 		a.cluster = merge(a.cluster, p.Cluster)
 		a.acl = merge(a.acl, p.ACL)
+		a.session = merge(a.session, p.Session)
 	}
 	a.prefixes = make([]string, 0, len(merged))
 	for p := range merged {
@@ -133,6 +140,8 @@ func (a *Authorizer) Allowed(n Need) bool {
 		return a.cluster.allows(n.Access)
 	case ResourceACL:
 		return a.acl.allows(n.Access)
+	case ResourceSession:
+		return a.session.allows(n.Access)
 	}
 	return false
 }

@@ -79,8 +79,9 @@ type KeyRule struct {
 }
 
 // Policy is a named set of rules. Cluster governs cluster operations (read: status, health, metrics;
-// write: join, leave, remove a member) and ACL the ACL system itself (read: list tokens and policies;
-// write: create and delete them, and snapshots, which carry and replace every token). Both accept read,
+// write: join, leave, remove a member), ACL the ACL system itself (read: list tokens and policies;
+// write: create and delete them), and Session the sessions (read: list and read them; write: create,
+// renew and destroy them — a session's keys need their own key rights on top). They accept read,
 // write or deny; list means nothing there and is refused.
 type Policy struct {
 	Name        string    `json:"name"`
@@ -88,6 +89,7 @@ type Policy struct {
 	Keys        []KeyRule `json:"keys,omitempty"`
 	Cluster     Access    `json:"cluster,omitempty"`
 	ACL         Access    `json:"acl,omitempty"`
+	Session     Access    `json:"session,omitempty"`
 	CreateIndex uint64    `json:"create_index,omitempty"`
 	ModIndex    uint64    `json:"modify_index,omitempty"`
 }
@@ -137,7 +139,7 @@ func (p *Policy) Validate() error {
 	for _, c := range []struct {
 		what string
 		a    Access
-	}{{"cluster", p.Cluster}, {"acl", p.ACL}} {
+	}{{"cluster", p.Cluster}, {"acl", p.ACL}, {"session", p.Session}} {
 		if c.a == AccessList || c.a > AccessDeny {
 			return fmt.Errorf("%w: %s access must be read, write or deny", ErrInvalid, c.what)
 		}

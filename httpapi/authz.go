@@ -51,8 +51,7 @@ const (
 // own fault (a bad key): it is answered as such, after authentication.
 type reducer func(s *server, r *http.Request, rest string) ([]acl.Need, error)
 
-// routeSpec is one route's name (for metrics) and its authorization. Exactly one of open, needs and
-// inHandler says how it is decided.
+// routeSpec is one route's name (for metrics) and its authorization: open, or needs and/or inHandler.
 type routeSpec struct {
 	name string
 	// open: served without a token even with ACLs on. Only routes that reveal nothing (probes, the
@@ -60,8 +59,9 @@ type routeSpec struct {
 	open bool
 	// needs reduces the request before its handler runs.
 	needs reducer
-	// inHandler: the needs depend on the body (a transaction's ops), so the handler decodes it and calls
-	// s.authorizeBody with them before doing anything. The token is still checked up front.
+	// inHandler: (more) needs depend on the body or the state (a transaction's ops, a session's keys), so
+	// the handler computes them and calls s.authorizeBody before doing anything. The token, and needs
+	// if set, are still checked up front.
 	inHandler bool
 	// audit: membership, ACL and snapshot operations get an audit line (who, what, result).
 	audit bool
@@ -72,6 +72,8 @@ var (
 	clusterWrite = []acl.Need{{Resource: acl.ResourceCluster, Access: acl.AccessWrite}}
 	aclRead      = []acl.Need{{Resource: acl.ResourceACL, Access: acl.AccessRead}}
 	aclWrite     = []acl.Need{{Resource: acl.ResourceACL, Access: acl.AccessWrite}}
+	sessionRead  = []acl.Need{{Resource: acl.ResourceSession, Access: acl.AccessRead}}
+	sessionWrite = []acl.Need{{Resource: acl.ResourceSession, Access: acl.AccessWrite}}
 )
 
 func fixed(needs []acl.Need) reducer {
@@ -111,19 +113,22 @@ var routes = [numRoutes]routeSpec{
 	routeHealth:  {name: "/v1/cluster/health", needs: fixed(clusterRead)},
 	routeMetrics: {name: "/metrics", needs: fixed(clusterRead)},
 	// Profiles (a heap profile holds values) are for whoever may do everything.
-	routePprof:        {name: pprofPrefix, needs: fixed(slices.Concat(aclWrite, []acl.Need{{Resource: acl.ResourcePrefix, Access: acl.AccessWrite}}))},
-	routeConsole:      {name: consolePrefix, open: true}, // static files; the console's API calls carry their own token
-	routeRoot:         {name: "/", open: true},           // a redirect to the console
-	routeACLBootstrap: {name: "/v1/acl/bootstrap", open: true, audit: true},
-	routeACLTokens:    {name: "/v1/acl/tokens", needs: byMethod(aclRead, aclWrite), audit: true},
-	routeACLToken:     {name: aclTokensPrefix + "{accessor}", needs: byMethod(aclRead, aclWrite), audit: true},
-	routeACLSelf:      {name: "/v1/acl/token/self", needs: fixed(nil)}, // any valid token may read itself
-	routeACLPolicies:  {name: "/v1/acl/policies", needs: byMethod(aclRead, aclWrite), audit: true},
-	routeACLPolicy:    {name: aclPoliciesPrefix + "{name}", needs: byMethod(aclRead, aclWrite), audit: true},
-	// Sessions: until they have rules of their own, only a management token may use them.
-	routeSessionCreate: {name: "/v1/session", needs: fixed(aclWrite)},
-	routeSessions:      {name: "/v1/sessions", needs: fixed(aclWrite)},
-	routeSession:       {name: sessionPrefix + "{id}", needs: fixed(aclWrite)},
+	routePprof:         {name: pprofPrefix, needs: fixed(slices.Concat(aclWrite, []acl.Need{{Resource: acl.ResourcePrefix, Access: acl.AccessWrite}}))},
+	routeConsole:       {name: consolePrefix, open: true}, // static files; the console's API calls carry their own token
+	routeRoot:          {name: "/", open: true},           // a redirect to the console
+	routeACLBootstrap:  {name: "/v1/acl/bootstrap", open: true, audit: true},
+	routeACLTokens:     {name: "/v1/acl/tokens", needs: byMethod(aclRead, aclWrite), audit: true},
+	routeACLToken:      {name: aclTokensPrefix + "{accessor}", needs: byMethod(aclRead, aclWrite), audit: true},
+	routeACLSelf:       {name: "/v1/acl/token/self", needs: fixed(nil)}, // any valid token may read itself
+	routeACLPolicies:   {name: "/v1/acl/policies", needs: byMethod(aclRead, aclWrite), audit: true},
+	routeACLPolicy:     {name: aclPoliciesPrefix + "{name}", needs: byMethod(aclRead, aclWrite), audit: true},
+	routeSessionCreate: {name: "/v1/session", needs: fixed(sessionWrite)},
+	routeSessions:      {name: "/v1/sessions", needs: fixed(sessionRead)}, // ids, names, key counts: no key names
+	// Reading a session lists the keys it holds, and destroying one deletes or releases them: the
+	// handler decides those keys too, read or write (etcd's CVE-2023-32082 and GHSA-q8m4-xhhv-38mg:
+	// a lease listed keys the caller could not read, and its revoke deleted keys the caller could not
+	// write). Renew needs session write only.
+	routeSession: {name: sessionPrefix + "{id}", needs: byMethod(sessionRead, sessionWrite), inHandler: true},
 }
 
 // keyNeeds: GET and HEAD (also as a long-poll on the key) read it; PUT and DELETE write it.
@@ -160,6 +165,15 @@ func watchNeeds(s *server, r *http.Request, _ string) ([]acl.Need, error) {
 		return []acl.Need{{Resource: acl.ResourcePrefix, Key: p.filter.Prefix, Access: acl.AccessList}}, nil
 	}
 	return []acl.Need{{Resource: acl.ResourceKey, Key: p.filter.Key, Access: acl.AccessRead}}, nil
+}
+
+// keyNeeds is access on each of keys.
+func keysNeeds(keys []string, access acl.Access) []acl.Need {
+	needs := make([]acl.Need, len(keys))
+	for i, k := range keys {
+		needs[i] = acl.Need{Resource: acl.ResourceKey, Key: k, Access: access}
+	}
+	return needs
 }
 
 // txnNeeds is a transaction's needs: every compare and every op of *both* branches, whichever runs.

@@ -115,13 +115,8 @@ func TestEveryRouteHasADecision(t *testing.T) {
 	srv := New(newFakeStore(), allOptions(), nil).(*server)
 	for id := routeID(0); id < numRoutes; id++ {
 		spec := routes[id]
-		n := 0
-		for _, set := range []bool{spec.open, spec.needs != nil, spec.inHandler} {
-			if set {
-				n++
-			}
-		}
-		assert.Equal(t, 1, n, "route %d (%q) must be exactly one of open, needs, inHandler", id, spec.name)
+		assert.True(t, spec.open != (spec.needs != nil || spec.inHandler),
+			"route %d (%q) must be open, or decided by needs and/or inHandler", id, spec.name)
 		assert.NotEmpty(t, spec.name, "route %d has no name", id)
 		assert.Equal(t, openRoutes[id], spec.open, "route %q: open routes are a fixed, reviewed list", spec.name)
 		sample, ok := sampleRequests[id]
@@ -381,4 +376,36 @@ func TestAuditLinesNameTheAccessorNeverTheSecret(t *testing.T) {
 		}
 	}
 	assert.True(t, found)
+}
+
+// Sessions: create, renew and destroy need session write, reading one or the list session read; and a
+// session's keys are decided as keys. Reading a session names its keys (CVE-2023-32082: etcd's lease
+// listed keys the caller could not read); destroying it deletes or releases them (GHSA-q8m4-xhhv-38mg:
+// etcd's lease revoke deleted keys the caller could not write).
+func TestSessionsAreDecidedWithTheKeysTheyHold(t *testing.T) {
+	a := newACLHarness(t, Options{})
+	locker := a.token(t, "locker", acl.Policy{Keys: rules("locks/", acl.AccessWrite), Session: acl.AccessWrite})
+	other := a.token(t, "other", acl.Policy{Keys: rules("app/", acl.AccessWrite), Session: acl.AccessWrite})
+	reader := a.token(t, "reader", acl.Policy{Session: acl.AccessRead})
+	nothing := a.token(t, "nothing", acl.Policy{Keys: rules("", acl.AccessWrite)})
+
+	requireError(t, a.as(t, nothing, http.MethodPost, "/v1/session", `{"ttl":"10s"}`), http.StatusForbidden, codePermissionDenied)
+	requireError(t, a.as(t, reader, http.MethodPost, "/v1/session", `{"ttl":"10s"}`), http.StatusForbidden, codePermissionDenied)
+	var sess struct{ ID string }
+	requireJSON(t, a.as(t, locker, http.MethodPost, "/v1/session", `{"ttl":"10s","behavior":"delete"}`), &sess)
+	require.Equal(t, http.StatusOK, a.as(t, locker, http.MethodPut, "/v1/kv/locks/leader?acquire="+sess.ID, "me").Code)
+	requireError(t, a.as(t, other, http.MethodPut, "/v1/kv/locks/leader?acquire="+sess.ID, "me"), http.StatusForbidden, codePermissionDenied)
+
+	assert.Equal(t, http.StatusOK, a.as(t, reader, http.MethodGet, "/v1/sessions", "").Code)
+	requireError(t, a.as(t, nothing, http.MethodGet, "/v1/sessions", ""), http.StatusForbidden, codePermissionDenied)
+	requireError(t, a.as(t, reader, http.MethodGet, "/v1/session/"+sess.ID, ""), http.StatusForbidden, codePermissionDenied)
+	rec := a.as(t, locker, http.MethodGet, "/v1/session/"+sess.ID, "")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	assert.Contains(t, rec.Body.String(), "locks/leader")
+
+	assert.Equal(t, http.StatusOK, a.as(t, other, http.MethodPut, "/v1/session/"+sess.ID+"/renew", "").Code, "renewing needs session write only")
+	requireError(t, a.as(t, other, http.MethodDelete, "/v1/session/"+sess.ID, ""), http.StatusForbidden, codePermissionDenied)
+	_, alive := a.store.sessions[sess.ID]
+	assert.True(t, alive, "a refused destroy changes nothing")
+	assert.Equal(t, http.StatusOK, a.as(t, locker, http.MethodDelete, "/v1/session/"+sess.ID, "").Code)
 }

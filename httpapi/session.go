@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
 	"github.com/raftkv/raftkv/store"
 )
@@ -171,6 +172,19 @@ func (s *server) handleDestroySession(w http.ResponseWriter, r *http.Request, id
 		s.writeError(w, r, err)
 		return
 	}
+	if s.opts.ACLEnabled {
+		// Destroying deletes or releases every key the session holds: the caller must be allowed to
+		// write each (a key it acquires meanwhile is decided when that holder acquired it).
+		sess, _, err := s.store.GetSession(r.Context(), id, store.Linearizable)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := s.authorizeBody(r, keysNeeds(sess.HeldKeys, acl.AccessWrite)); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	index, err := s.store.DestroySession(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -187,6 +201,13 @@ func (s *server) handleGetSession(w http.ResponseWriter, r *http.Request, id str
 		return
 	}
 	sess, index, err := s.store.GetSession(r.Context(), id, c)
+	if err == nil {
+		// The answer names the keys the session holds: the caller must be allowed to read each.
+		if err := s.authorizeBody(r, keysNeeds(sess.HeldKeys, acl.AccessRead)); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	if index != 0 {
 		w.Header()[headerIndex] = []string{strconv.FormatUint(index, 10)}
 	}

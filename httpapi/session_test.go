@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"testing"
 	"time"
 
@@ -71,6 +72,12 @@ func (f *fakeStore) GetSession(_ context.Context, id string, _ store.Consistency
 	}
 	c := *s
 	c.HeldKeys = []string{}
+	for k, e := range f.data {
+		if e.Holder() == id {
+			c.HeldKeys = append(c.HeldKeys, k)
+		}
+	}
+	sort.Strings(c.HeldKeys)
 	return c, f.index, nil
 }
 

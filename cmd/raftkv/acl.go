@@ -23,7 +23,7 @@ Commands:
   token create       create a token holding policies (--policy, repeatable) or --management
   token list         list tokens (accessor ids, policies; never secrets)
   token delete ID    delete the token with accessor id ID
-  policy create      create or replace a policy (--name, --rule PREFIX=ACCESS repeatable, --cluster, --acl, or --file)
+  policy create      create or replace a policy (--name, --rule PREFIX=ACCESS repeatable, --cluster, --acl, --session, or --file)
   policy list        list policies and their rules
   policy delete NAME delete a policy
 
@@ -196,12 +196,13 @@ whole policy as JSON with --file (- for stdin): {"name":..,"keys":[{"prefix":..,
 	var cf clientFlags
 	cf.register(fs)
 	var keys listFlag
-	var name, desc, cluster, aclAccess, file string
+	var name, desc, cluster, aclAccess, session, file string
 	fs.StringVar(&name, "name", "", "policy `NAME`")
 	fs.StringVar(&desc, "description", "", "free text")
 	fs.Var(&keys, "rule", "key rule `PREFIX=ACCESS` (repeatable); PREFIX may be empty: =read covers every key")
 	fs.StringVar(&cluster, "cluster", "", "cluster operations: read (status, health, metrics), write (join, leave, remove) or deny")
 	fs.StringVar(&aclAccess, "acl", "", "the ACL system: read or write (write may create any token: it is root) or deny")
+	fs.StringVar(&session, "session", "", "sessions: read (list, read) or write (create, renew, destroy; a session's keys need their own rules) or deny")
 	fs.StringVar(&file, "file", "", "read the policy as JSON from `FILE` (- for stdin) instead of the flags above")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
@@ -244,6 +245,9 @@ whole policy as JSON with --file (- for stdin): {"name":..,"keys":[{"prefix":..,
 		}
 		if p.ACL, err = acl.ParseAccess(aclAccess); err != nil {
 			return usageError(fs, stderr, "--acl: %v", err)
+		}
+		if p.Session, err = acl.ParseAccess(session); err != nil {
+			return usageError(fs, stderr, "--session: %v", err)
 		}
 		if err := p.Validate(); err != nil {
 			return usageError(fs, stderr, "%v", err)
@@ -323,6 +327,9 @@ func runACLList(ctx context.Context, what, path string, args []string, stdout, s
 		}
 		if p.ACL != acl.AccessNone {
 			rules = append(rules, "acl "+p.ACL.String())
+		}
+		if p.Session != acl.AccessNone {
+			rules = append(rules, "session "+p.Session.String())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, orDash(strings.Join(rules, "; ")), orDash(p.Description))
 	}
