@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,12 +153,18 @@ type Cluster struct {
 	nextIP   int
 	founders []string // container names of the founders: every node's --join list
 	savedLog string   // directory with the logs of removed containers
+	// acl: the nodes run with --acl-enabled; token is the management secret from bootstrap, which
+	// every client of the harness and the workload then sends.
+	acl   bool
+	token string
 }
 
-// NewCluster starts a cluster of size founders and waits until it is healthy.
-func NewCluster(t testing.TB, env *Env, name string, size int) *Cluster {
+// NewCluster starts a cluster of size founders and waits until it is healthy. With acl, the nodes run
+// with --acl-enabled and the cluster is bootstrapped first: every client then carries the management
+// token, and the workload, the checks and the faults run as they do without ACLs.
+func NewCluster(t testing.TB, env *Env, name string, size int, acl bool) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir()}
+	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl}
 	t.Cleanup(c.destroy)
 	if err := c.createNetwork(); err != nil {
 		t.Fatalf("cluster %s: %v", name, err)
@@ -181,6 +189,11 @@ func NewCluster(t testing.TB, env *Env, name string, size int) *Cluster {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("cluster %s: %v", name, err)
 	}
+	if acl {
+		if err := c.bootstrapACL(nodes[0]); err != nil {
+			t.Fatalf("cluster %s: %v", name, err)
+		}
+	}
 	took, err := c.WaitConverged(startTimeout)
 	if err != nil {
 		dir := filepath.Join(env.Artifacts, name)
@@ -191,6 +204,43 @@ func NewCluster(t testing.TB, env *Env, name string, size int) *Cluster {
 	}
 	c.Logf("cluster of %d up and healthy after %v", size, took.Round(time.Millisecond))
 	return c
+}
+
+// bootstrapACL asks n for the management token (retried until the cluster has a leader) and gives it
+// to every client.
+func (c *Cluster) bootstrapACL(n *Node) error {
+	ctl, _ := n.control()
+	var secret string
+	err := harness.Poll(startTimeout, func() error {
+		r := ctl.Do(http.MethodPost, "/v1/acl/bootstrap", nil)
+		if r.Status != http.StatusOK {
+			return fmt.Errorf("bootstrap: %v", r)
+		}
+		var tok struct {
+			SecretID string `json:"secret_id"`
+		}
+		if err := json.Unmarshal(r.Body, &tok); err != nil || tok.SecretID == "" {
+			return harness.Permanent(fmt.Errorf("bootstrap: no secret in %s", r.Body))
+		}
+		secret = tok.SecretID
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.token = secret
+	nodes := slices.Clone(c.nodes)
+	c.mu.Unlock()
+	for _, m := range nodes {
+		m.mu.Lock()
+		if m.client != nil {
+			m.client.Token, m.ctl.Token = secret, secret
+		}
+		m.mu.Unlock()
+	}
+	c.Logf("ACLs on: bootstrapped through %s", n)
+	return nil
 }
 
 // Logf logs with the time since the cluster was created.
@@ -306,6 +356,9 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(bootstrapExpect))
 	}
 	args = append(args, c.env.NodeArgs...)
+	if c.acl {
+		args = append(args, "--acl-enabled")
+	}
 	if _, err := Docker(context.Background(), args...); err != nil {
 		return err
 	}
@@ -365,6 +418,9 @@ func (c *Cluster) refresh(n *Node, state NodeState) error {
 		return fmt.Errorf("inspect %s: no pid in %q", n.Container, out)
 	}
 	addr := "127.0.0.1:" + f[1]
+	c.mu.Lock()
+	token := c.token
+	c.mu.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.addr != addr {
@@ -372,6 +428,7 @@ func (c *Cluster) refresh(n *Node, state NodeState) error {
 		n.addr = addr
 		n.client = harness.NewClient(addr, WorkloadRequestTimeout)
 		n.ctl = harness.NewClient(addr, controlTimeout)
+		n.client.Token, n.ctl.Token = token, token
 	}
 	n.pid, n.state = pid, state
 	return nil

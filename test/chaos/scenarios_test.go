@@ -32,7 +32,10 @@ type scenario struct {
 	shortCycles int
 	// overlap: do not wait for recovery between cycles (faults hit a cluster still recovering).
 	overlap bool
-	cycle   func(s *run, i int) error
+	// acl: the cluster runs with --acl-enabled (every client with the management token), to show that
+	// forwarding, membership and recovery keep working with authorization on.
+	acl   bool
+	cycle func(s *run, i int) error
 }
 
 // Recovery bounds. defaultBound is for Healthy (leader, readiness, configuration). gossipBound is for
@@ -74,7 +77,15 @@ var scenarios = []scenario{
 	{name: "fd-shortage-leader", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.leader(), true) }},
 	{name: "fd-shortage-follower", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.others(s.leader())[0], false) }},
 	{name: "mixed", nodes: 5, needNet: true, shortCycles: 3, overlap: true, cycle: func(s *run, i int) error { return s.mixed() }},
+	// Issue 14: kill, partition and membership faults with ACLs on (RAFTKV_CHAOS_ACL=1 runs every
+	// scenario so).
+	{name: "kill-leader-acl", nodes: 3, acl: true, cycle: func(s *run, i int) error { return s.killRestart(s.leader()) }},
+	{name: "partition-leader-acl", nodes: 3, acl: true, needNet: true, cycle: func(s *run, i int) error { return s.isolateLeader() }},
+	{name: "member-replace-wiped-acl", nodes: 3, acl: true, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.replaceWiped() }},
 }
+
+// aclAll (RAFTKV_CHAOS_ACL=1) runs every scenario with ACLs on.
+var aclAll = os.Getenv("RAFTKV_CHAOS_ACL") == "1"
 
 // timing is how long faults last and how long the workload runs around them.
 type timing struct {
@@ -190,7 +201,7 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("seed %d", seed)
 
 	name := fmt.Sprintf("rkc-%s-%s", strings.ReplaceAll(env.RunID, ".", "-"), sc.name)
-	c = NewCluster(t, env, name, sc.nodes)
+	c = NewCluster(t, env, name, sc.nodes, sc.acl || aclAll)
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()

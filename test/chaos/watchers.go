@@ -170,6 +170,9 @@ func (lw *ledgerWatcher) follow(ctx context.Context, hc *http.Client, cl *harnes
 	if err != nil {
 		return false
 	}
+	if cl.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cl.Token)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return false
