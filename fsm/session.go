@@ -310,6 +310,7 @@ type sessionState struct {
 	byID    map[string]*Session
 	delays  map[string]int64 // key → session clock until which it cannot be acquired
 	curTerm uint64           // term of the entry being applied (Apply runs on one goroutine)
+	expired uint64           // sessions ended by expiry since this FSM was created (metrics; not in snapshots)
 }
 
 func newSessionState() sessionState {
@@ -370,6 +371,7 @@ func (f *FSM) applySessionLocked(sc *SessionCmd, index uint64) (Result, []Change
 		}
 		if len(ids) > 0 {
 			res.Deleted = true
+			st.expired += uint64(len(ids))
 			f.ended(ids)
 		}
 		return res, changes
@@ -529,6 +531,13 @@ func (f *FSM) Sessions() ([]Session, uint64) {
 		return 0
 	})
 	return out, f.lastWrite.Load()
+}
+
+// SessionStats is the number of live sessions and of those expired since this FSM was created.
+func (f *FSM) SessionStats() (live int, expired uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.sess.byID), f.sess.expired
 }
 
 // SessionCount is the number of live sessions.

@@ -199,6 +199,7 @@ type stateCollector struct {
 	hasLeader, isLeader, term, commit, applied, last, writeIx *prometheus.Desc
 	ready, integrity                                          *prometheus.Desc
 	appliedWrites, pending, keys, bytes, servers, members     *prometheus.Desc
+	sessions, sessionsExpired                                 *prometheus.Desc
 }
 
 func newStateCollector(src Source) *stateCollector {
@@ -222,12 +223,15 @@ func newStateCollector(src Source) *stateCollector {
 		bytes:         d("raftkv_store_bytes", "Bytes of keys and values in this node's state."),
 		servers:       d("raftkv_cluster_raft_servers", "Servers in the Raft configuration by suffrage.", "suffrage"),
 		members:       d("raftkv_cluster_gossip_members", "Gossip members by state.", "state"),
+		sessions:      d("raftkv_sessions_live", "Live sessions in this node's state."),
+		sessionsExpired: d("raftkv_sessions_expired_total",
+			"Sessions this node's state machine ended because their TTL ran out, since it started (every node counts the same expiries)."),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.ready, c.integrity, c.term, c.commit, c.applied, c.last,
-		c.writeIx, c.appliedWrites, c.pending, c.keys, c.bytes, c.servers, c.members} {
+		c.writeIx, c.appliedWrites, c.pending, c.keys, c.bytes, c.servers, c.members, c.sessions, c.sessionsExpired} {
 		ch <- d
 	}
 }
@@ -257,6 +261,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.pending, float64(m.ProposalsPending))
 	g(c.keys, float64(m.Keys))
 	g(c.bytes, float64(m.Bytes))
+	g(c.sessions, float64(m.Sessions))
+	ch <- prometheus.MustNewConstMetric(c.sessionsExpired, prometheus.CounterValue, float64(m.SessionsExpired))
 	for k, v := range m.RaftServers {
 		g(c.servers, float64(v), k)
 	}

@@ -22,7 +22,7 @@ func (f fakeSource) Metrics() store.MetricsState { return f.m }
 func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 	n := New()
 	n.Watch(fakeSource{store.MetricsState{
-		HasLeader: true, Term: 7, CommitIndex: 42, Keys: 3, Bytes: 99,
+		HasLeader: true, Term: 7, CommitIndex: 42, Keys: 3, Bytes: 99, Sessions: 5, SessionsExpired: 2,
 		RaftServers:   map[string]int{"voter": 3, "nonvoter": 1},
 		GossipMembers: map[string]int{"alive": 3, "dead": 1},
 	}})
@@ -51,6 +51,7 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 		"raftkv_server_has_leader 1", "raftkv_server_is_leader 0", "raftkv_server_ready 0",
 		"raftkv_server_integrity_failed 0", "raftkv_server_term 7",
 		"raftkv_server_commit_index 42", "raftkv_store_keys 3", "raftkv_store_bytes 99",
+		"raftkv_sessions_live 5", "raftkv_sessions_expired_total 2",
 		`raftkv_cluster_raft_servers{suffrage="voter"} 3`, `raftkv_cluster_gossip_members{state="dead"} 1`,
 		"raftkv_server_write_batch_size_count 1", `raftkv_network_forward_duration_seconds_count{result="error"} 1`,
 		"raftkv_disk_data_dir_free_bytes ", "go_goroutines ", "process_cpu_seconds_total ",

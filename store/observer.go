@@ -53,6 +53,8 @@ type MetricsState struct {
 	AppliedWrites       uint64         // commands this node's state machine applied since it started
 	ProposalsPending    int            // client writes waiting in this leader's queue or in flight in Raft
 	Keys, Bytes         int64          // keys in the state, and the bytes of their keys and values
+	Sessions            int            // live sessions
+	SessionsExpired     uint64         // sessions this node's state machine ended by expiry since it started
 	RaftServers         map[string]int // suffrage ("voter", "nonvoter", "staging") → servers
 	GossipMembers       map[string]int // gossip state ("alive", "dead", "left") → members
 }
@@ -61,6 +63,7 @@ type MetricsState struct {
 func (s *Store) Metrics() MetricsState {
 	_, leader := s.raft.LeaderWithID()
 	keys, bytes, writes := s.fsm.Stats()
+	sessions, expired := s.fsm.SessionStats()
 	m := MetricsState{
 		HasLeader:        leader != "",
 		IsLeader:         s.isLeader(),
@@ -74,6 +77,8 @@ func (s *Store) Metrics() MetricsState {
 		AppliedWrites:    writes,
 		ProposalsPending: int(s.proposer.pending.Load()),
 		Keys:             int64(keys),
+		Sessions:         sessions,
+		SessionsExpired:  expired,
 		Bytes:            bytes,
 		RaftServers:      map[string]int{"voter": 0, "nonvoter": 0, "staging": 0},
 		GossipMembers:    map[string]int{"alive": 0, "dead": 0, "left": 0},

@@ -31,6 +31,9 @@ const (
 	// exitDenied: the cluster's ACLs refused the request (401 unauthenticated, 403 permission_denied):
 	// retrying will not help, another token might.
 	exitDenied = 5
+	// exitLockLost: lock and elect only. The lock or leadership was lost while held (lock stopped its
+	// command): the session ended, could not be renewed for its TTL, or the key changed hands.
+	exitLockLost = 6
 )
 
 // newFlagSet returns a FlagSet whose usage reads "Usage: raftkv <synopsis>", the description, and the
@@ -205,7 +208,7 @@ func exitCode(err error) int {
 	if errors.As(err, &ae) {
 		switch {
 		case ae.code == codeKeyNotFound || ae.code == codeUnknownMember || ae.code == codeCASMismatch ||
-			ae.code == codeWouldLoseQuorum:
+			ae.code == codeWouldLoseQuorum || ae.code == codeSessionNotFound:
 			return exitNotFound
 		case ae.status == 400 || ae.status == 413:
 			return exitUsage

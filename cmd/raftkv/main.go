@@ -38,6 +38,12 @@ Keys and values (talk to any node):
   watch PREFIX        print every change under PREFIX as it happens, resuming across nodes
   txn [FILE|-]        run a JSON transaction: compares, then puts/deletes/gets applied atomically
 
+Sessions, locks and elections:
+  session create|renew|revoke|list   manage sessions (leases whose keys go when they end)
+  lock NAME -- CMD    run CMD while holding lock NAME (RAFTKV_LOCK_TOKEN: its fencing token)
+  elect NAME VALUE    campaign for leadership of NAME; --observe NAME prints every change of leader
+  register KEY VALUE  keep an ephemeral KEY = VALUE alive in the foreground (service registration)
+
 Cluster:
   cluster status      show the leader, term, indexes and members
   cluster join ADDR   make the --addr node gossip-join the cluster at gossip address ADDR
@@ -78,8 +84,8 @@ Environment:
 Exit status:
   0 ok; 1 key not found, unknown member, cas failed, or a removal refused because it would lose the
   quorum; 2 usage error or request rejected as invalid;
-  3 unavailable, timed out, write outcome unknown, or any other error; 5 refused by the ACLs
-  (no token, unknown token, or a right missing)
+  3 unavailable, timed out, write outcome unknown, or any other error; 6 a lock or leadership was lost
+  while held (lock, elect); 5 refused by the ACLs (no token, unknown token, or a right missing)
 
 Example:
   raftkv dev --nodes 3                         # in one terminal (or: make run)
@@ -152,6 +158,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runBench(ctx, rest, stdin, stdout, stderr)
 	case "tls":
 		return runTLS(ctx, rest, stdout, stderr)
+	case "session":
+		return runSession(ctx, rest, stdin, stdout, stderr)
+	case "lock":
+		return runLock(ctx, rest, stdin, stdout, stderr)
+	case "elect":
+		return runElect(ctx, rest, stdin, stdout, stderr)
+	case "register":
+		return runRegister(ctx, rest, stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "raftkv: unknown command %q\n\n%s", cmd, overview)
 	return exitUsage
