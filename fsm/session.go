@@ -376,6 +376,13 @@ func (f *FSM) applySessionLocked(sc *SessionCmd, index uint64) (Result, []Change
 		}
 		return res, changes
 	case SessionCheckpoint:
+		// Lock delays that have run out are dropped here too (they are otherwise dropped only when their
+		// key is next taken), so that keys never locked again do not keep theirs forever.
+		for k, until := range st.delays {
+			if until <= st.clock {
+				delete(st.delays, k)
+			}
+		}
 		for _, c := range sc.Checkpoints {
 			if s, ok := st.byID[c.ID]; ok && s.RenewIndex == c.Gen {
 				s.Remaining = min(c.Remaining, s.TTL)
