@@ -125,6 +125,7 @@ func TestSessionExpiryAcrossALeaderChange(t *testing.T) {
 	time.Sleep(ttl / 2) // half the TTL counted down by the first leader: the event under test, not a wait for a state
 	c.stop(leader)
 	newLeader := c.leader(leader)
+	readyAt := time.Now() // at or after the new leader became ready
 	s := c.nodes[newLeader].store
 
 	var gone time.Time
@@ -137,6 +138,9 @@ func TestSessionExpiryAcrossALeaderChange(t *testing.T) {
 		return false
 	}, ttl+15*time.Second, 50*time.Millisecond, "the abandoned session was never expired")
 	assert.GreaterOrEqual(t, gone.Sub(created), ttl, "expired before its TTL had passed")
+	// A new leader that restarted every session from its full TTL (etcd#9395) would expire it no sooner
+	// than a whole TTL after it became ready.
+	assert.Less(t, gone.Sub(readyAt), ttl-time.Second, "the new leader did not continue the countdown")
 	t.Logf("abandoned session expired %s after creation (TTL %s), across a leader change", gone.Sub(created), ttl)
 
 	// Kept is alive after more than two TTLs, renewed through the change.
