@@ -41,17 +41,11 @@ type Proposer interface {
 	ProposeSession(ctx context.Context, sc *fsm.SessionCmd) error
 }
 
-// Observer is told of expirations (metrics); nil is fine.
-type Observer interface {
-	SessionsExpired(n int)
-}
-
 // Tracker is one node's countdown of every live session.
 type Tracker struct {
 	tick, checkpointEvery time.Duration
 	now                   func() time.Time // monotonic; tests pass their own
 	log                   *slog.Logger
-	obs                   Observer
 
 	mu       sync.Mutex
 	sessions map[string]*countdown
@@ -70,7 +64,6 @@ type Config struct {
 	CheckpointInterval time.Duration
 	Now                func() time.Time
 	Logger             *slog.Logger
-	Observer           Observer
 }
 
 // New returns a tracker with no sessions.
@@ -88,7 +81,7 @@ func New(cfg Config) *Tracker {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Tracker{tick: cfg.Tick, checkpointEvery: cfg.CheckpointInterval, now: cfg.Now, log: cfg.Logger,
-		obs: cfg.Observer, sessions: make(map[string]*countdown)}
+		sessions: make(map[string]*countdown)}
 }
 
 var _ fsm.SessionSink = (*Tracker)(nil)
@@ -132,7 +125,8 @@ func (t *Tracker) SessionsRestored(all []fsm.SessionCheckpointItem) {
 	t.mu.Unlock()
 }
 
-// Remaining is the TTL this node counts as left for session id (false if it knows no such session).
+// Remaining is the TTL this node counts as left for session id (false if it knows no such session):
+// exact on the leader, an upper bound on a follower (it applies a renew after the leader does).
 func (t *Tracker) Remaining(id string) (time.Duration, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -192,9 +186,6 @@ func (t *Tracker) expire(ctx context.Context, term uint64, p Proposer) {
 				t.log.Warn("session expiry not committed; will retry", "sessions", n, "err", err)
 			}
 			break
-		}
-		if t.obs != nil {
-			t.obs.SessionsExpired(n)
 		}
 		due = due[n:]
 	}

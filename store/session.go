@@ -136,10 +136,6 @@ func (s *Store) Sessions(ctx context.Context, c Consistency) ([]Session, uint64,
 	return all, index, nil
 }
 
-// SessionRemaining is the TTL this node counts as left for session id: exact on the leader, an upper
-// bound elsewhere (a follower notes a renew after the leader did).
-func (s *Store) SessionRemaining(id string) (time.Duration, bool) { return s.sessions.Remaining(id) }
-
 func (s *Store) readReady(ctx context.Context, c Consistency) error {
 	if err := s.Failure(); err != nil {
 		return err
