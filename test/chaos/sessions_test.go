@@ -199,16 +199,20 @@ type zombieResult struct {
 }
 
 type sessionHarness struct {
-	t *testing.T
-	c *Cluster
+	t    *testing.T
+	c    *Cluster
+	next atomic.Int64 // spreads requests over the nodes
 }
 
-// do sends a request to the up nodes in turn until one gives a definite answer (or 10 s pass): the
-// cluster may be electing, and a paused node does not answer.
+// do sends a request to the running nodes in turn until one answers 2xx or 4xx (or 10 s pass): the
+// cluster may be electing, and a node being paused does not answer. Every request this test sends is
+// safe to repeat (a renew, a create whose duplicate just expires, an acquire by the same session, a
+// fenced write of the same token), so an outcome-unknown answer is retried too.
 func (sh *sessionHarness) do(method, path string, body []byte) *harness.Response {
 	deadline := time.Now().Add(10 * time.Second)
 	var r *harness.Response
-	for attempt := 0; ; attempt++ {
+	start := int(sh.next.Add(1))
+	for attempt := start; ; attempt++ {
 		up := sh.c.Up()
 		var n *Node
 		if len(up) > 0 {
@@ -218,7 +222,7 @@ func (sh *sessionHarness) do(method, path string, body []byte) *harness.Response
 			cl := *n.Client()
 			cl.Timeout = 2 * time.Second
 			r = cl.Do(method, path, body)
-			if r.Outcome() != harness.NoEffect || (r.Status >= 400 && r.Status < 500) {
+			if r.OK() || (r.Status >= 400 && r.Status < 500) {
 				return r
 			}
 		}
