@@ -27,6 +27,10 @@ type WatchOptions struct {
 	// first Next connects: to miss nothing, list first and watch from the list's index + 1.
 	Index uint64
 	Prev  bool // ask for each change's previous value
+	// Progress makes Next also return the node's progress notes, as Events without Changes: every
+	// matching change up to their Index has been delivered (a Cache uses them to know how current it
+	// is while its prefix is quiet).
+	Progress bool
 }
 
 // Change is one key's change in an Event.
@@ -225,6 +229,9 @@ func (w *Watcher) read() (ev Event, ok bool, err error) {
 		if idx, err := strconv.ParseUint(id, 10, 64); err == nil && idx+1 > w.next {
 			w.next = idx + 1
 			w.c.observe(idx)
+			if w.opts.Progress {
+				return Event{Index: idx}, true, nil
+			}
 		}
 		return Event{}, false, nil
 	case "error":

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 )
 
 // SnapshotFormat names what WriteBackup writes, for a backup's metadata. A backup never carries the ACL
@@ -46,6 +47,10 @@ func (f *FSM) Backup() BackupState {
 		tree:      f.tree.Clone(),
 		sessions:  f.sessionCopiesLocked(), // only to know each holder's behavior
 		backup:    true,
+		// The idempotency records describe exactly this state: a retry, after a restore of it, of a
+		// write it holds answers that write instead of applying it again; one it does not hold (made
+		// after the backup, gone with the restore) applies. Records are immutable once added.
+		dedup: dedupTable{clock: f.dedup.clock, order: slices.Clone(f.dedup.order)},
 	}}
 }
 
@@ -85,6 +90,7 @@ func (f *FSM) PrepareRestore(r io.Reader, w io.Writer, index uint64) (SnapshotIn
 	// A backup carries no sessions, but the clock of the cluster it goes into must not go back.
 	f.mu.RLock()
 	s.sessClock = max(s.sessClock, f.sess.clock)
+	s.dedup.clock = max(s.dedup.clock, f.dedup.clock) // nor the dedup clock (records then expire as due)
 	f.mu.RUnlock()
 	if err := s.write(w); err != nil {
 		return SnapshotInfo{}, err

@@ -235,3 +235,30 @@ func TestIdempotentRefusedTxnIsNotRecorded(t *testing.T) {
 	require.False(t, res.Replayed)
 	require.Equal(t, "s", a.mustGet("k").Holder())
 }
+
+// A backup carries the idempotency records of the state it holds, and a restore keeps them: a retry
+// of a write the restored state holds answers it (same index); a retry of one made after the backup,
+// which the restore undid, applies again. A restore of a backup without records (older builds)
+// leaves none, and every retry applies.
+func TestRestoreKeepsTheBackupsIdempotencyRecords(t *testing.T) {
+	a := newApplier(t)
+	before := a.idem("before", 1000, putCmd("k", "1"))
+	var backup memSink
+	require.NoError(t, a.f.Backup().Write(&backup))
+	a.idem("after", 2000, putCmd("j", "1"))
+
+	var prepared memSink
+	_, err := a.f.PrepareRestore(backup.reader(), &prepared, 1<<24)
+	require.NoError(t, err)
+	require.NoError(t, a.f.Restore(prepared.reader()))
+	a.index = 1 << 24
+
+	again := a.idem("before", 2500, putCmd("k", "1"))
+	require.True(t, again.Replayed, "held by the restored state: answered, not applied twice")
+	require.Equal(t, before.Index, again.Index)
+	require.Equal(t, before.Index, a.mustGet("k").ModIndex)
+	retry := a.idem("after", 2500, putCmd("j", "1"))
+	require.False(t, retry.Replayed, "undone by the restore: applies now")
+	require.Equal(t, retry.Index, a.mustGet("j").ModIndex)
+	require.Equal(t, int64(2500), a.f.dedup.clock, "the clock did not go back to the backup's")
+}
