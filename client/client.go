@@ -205,6 +205,11 @@ type call struct {
 	idemKey string
 	// write without idemKey: once it may have reached a node, it is never retried.
 	write bool
+	// retrySafe: a write without a key whose repetition has the effect of one (a session renew, a
+	// holder re-acquiring its lock): retried like an idempotent one.
+	retrySafe bool
+	// longPoll: the server may hold the request this long; the call's budget grows by it.
+	longPoll time.Duration
 }
 
 type response struct {
@@ -219,7 +224,7 @@ type response struct {
 // budget is spent fails with ErrIndeterminate, anything else with ErrUnavailable.
 func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout+cl.longPoll)
 	defer cancel()
 	backoff := c.cfg.MinBackoff
 	indeterminate := false
@@ -237,7 +242,7 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 		}
 		mayHaveApplied := cl.write && sentOrIndeterminate(err)
 		indeterminate = indeterminate || mayHaveApplied
-		if mayHaveApplied && cl.idemKey == "" {
+		if mayHaveApplied && cl.idemKey == "" && !cl.retrySafe {
 			return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
 		}
 		if !retryable(err) {
@@ -362,7 +367,9 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 		}
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, decodeAPIError(node, resp.StatusCode, b)
+		ae := decodeAPIError(node, resp.StatusCode, b)
+		ae.index, _ = strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
+		return nil, ae
 	}
 	return &response{node: node, header: resp.Header, body: b}, nil
 }

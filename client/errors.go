@@ -48,6 +48,7 @@ type APIError struct {
 	Message string
 	// CurrentIndex: on cas_mismatch, the key's modify index now (0 when absent).
 	CurrentIndex uint64
+	index        uint64 // X-Kv-Index of the answer (a 404 says at which index the key was absent)
 }
 
 func (e *APIError) Error() string {
