@@ -140,8 +140,8 @@ func TestDiscoveryFollowsInstancesThroughDeathAndALeaderKill(t *testing.T) {
 		"requests go on while the cluster elects a leader")
 
 	// A new instance is used soon after it registers.
-	registered := time.Now()
 	start("d")
+	registered := time.Now() // its key is written: from here on, it is the callers' cache that counts
 	require.Eventually(t, func() bool { return hitsOf("d") > 0 }, 15*time.Second, 5*time.Millisecond, "the new instance gets traffic")
 	t.Logf("new instance got traffic %v after it registered", time.Since(registered).Round(time.Millisecond))
 
