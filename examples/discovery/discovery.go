@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,14 +117,23 @@ var ErrNoInstance = errors.New("discovery: no instance available")
 
 // pick chooses an instance not in tried.
 func (b *Balancer) pick(tried map[string]bool) (Instance, bool) {
+	all := b.Instances()
 	var cands []Instance
-	for _, in := range b.Instances() {
+	for _, in := range all {
 		if !tried[in.ID] {
 			cands = append(cands, in)
 		}
 	}
 	if len(cands) == 0 {
 		return Instance{}, false
+	}
+	if b.policy == RoundRobin {
+		if len(tried) == 0 {
+			return all[b.next.Add(1)%uint64(len(all))], true
+		}
+		// A retry goes to a random other instance: the next one in turn would take the whole share
+		// of an instance that fails, not spread it over the rest.
+		return cands[rand.IntN(len(cands))], true
 	}
 	if b.policy == LeastOutstanding {
 		b.mu.Lock()
@@ -136,7 +146,7 @@ func (b *Balancer) pick(tried map[string]bool) (Instance, bool) {
 		}
 		return best, true
 	}
-	return cands[int(b.next.Add(1)%uint64(len(cands)))], true
+	return cands[0], true
 }
 
 // Do runs an idempotent request fn against an instance and, when it fails, against another, until
