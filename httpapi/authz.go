@@ -43,6 +43,7 @@ const (
 	routeSessionCreate
 	routeSessions
 	routeSession
+	routeKeyring
 	numRoutes
 )
 
@@ -129,6 +130,8 @@ var routes = [numRoutes]routeSpec{
 	// a lease listed keys the caller could not read, and its revoke deleted keys the caller could not
 	// write). Renew needs session write only.
 	routeSession: {name: sessionPrefix + "{id}", needs: byMethod(sessionRead, sessionWrite), inHandler: true},
+	// Listing shows the gossip keys themselves; changing them can cut members off: operators only.
+	routeKeyring: {name: "/v1/operator/keyring", needs: fixed(clusterWrite), audit: true},
 }
 
 // keyNeeds: GET and HEAD (also as a long-poll on the key) read it; PUT and DELETE write it.

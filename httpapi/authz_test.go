@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/raftkv/raftkv/acl"
+	"github.com/raftkv/raftkv/store"
 )
 
 // aclHarness is a harness with ACLs on, a management token, and helpers to make tokens with policies.
@@ -100,6 +101,7 @@ var sampleRequests = map[routeID]struct{ method, path, body string }{
 	routeSessionCreate: {"POST", "/v1/session", `{"ttl":"10s"}`},
 	routeSessions:      {"GET", "/v1/sessions", ""},
 	routeSession:       {"GET", "/v1/session/x", ""},
+	routeKeyring:       {"GET", "/v1/operator/keyring", ""},
 }
 
 // openRoutes are the only routes served without a token.
@@ -108,7 +110,7 @@ var openRoutes = map[routeID]bool{routeNotFound: true, routeHealthz: true, route
 
 func allOptions() Options {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	return Options{Console: ok, Metrics: ok, EnablePprof: true}
+	return Options{Console: ok, Metrics: ok, EnablePprof: true, Keyring: fakeKeyring{}}
 }
 
 func TestEveryRouteHasADecision(t *testing.T) {
@@ -408,4 +410,10 @@ func TestSessionsAreDecidedWithTheKeysTheyHold(t *testing.T) {
 	_, alive := a.store.sessions[sess.ID]
 	assert.True(t, alive, "a refused destroy changes nothing")
 	assert.Equal(t, http.StatusOK, a.as(t, locker, http.MethodDelete, "/v1/session/"+sess.ID, "").Code)
+}
+
+type fakeKeyring struct{}
+
+func (fakeKeyring) Keyring(context.Context, string, []byte) (store.KeyringResult, error) {
+	return store.KeyringResult{Nodes: 1, Keys: map[string]int{"k": 1}, Primary: map[string]int{"k": 1}}, nil
 }

@@ -43,6 +43,7 @@ const (
 	codePermissionDenied       = "permission_denied"
 	codeBootstrapped           = "already_bootstrapped"
 	codeExists                 = "already_exists"
+	codeKeyringPartial         = "keyring_partial"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.

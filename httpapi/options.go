@@ -29,6 +29,8 @@ type Options struct {
 	// Console, if set, serves the web console under /ui/ (and / redirects there). httpapi routes to it
 	// and knows nothing else about it: the console is a client of this API like any other.
 	Console http.Handler
+	// Keyring, if set, serves the gossip keyring at /v1/operator/keyring.
+	Keyring Keyring
 	// Observer, if set, is told about every request: its route pattern, method, status and duration;
 	// and, if it is an ACLObserver, about every request the ACLs refused.
 	Observer RequestObserver

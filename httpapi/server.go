@@ -199,6 +199,10 @@ func (s *server) match(path string) (routeID, string) {
 		return routeSnapshot, ""
 	case "/v1/cluster/health":
 		return routeHealth, ""
+	case "/v1/operator/keyring":
+		if s.opts.Keyring != nil {
+			return routeKeyring, ""
+		}
 	case "/v1/acl/bootstrap":
 		return routeACLBootstrap, ""
 	case "/v1/acl/tokens":
@@ -304,6 +308,13 @@ func (s *server) dispatch(w http.ResponseWriter, r *http.Request, id routeID, re
 			s.handleRestore(w, r)
 		default:
 			s.methodNotAllowed(w, r, allowSnapshot)
+		}
+	case routeKeyring:
+		switch r.Method {
+		case http.MethodGet, http.MethodPost:
+			s.handleKeyring(w, r)
+		default:
+			s.methodNotAllowed(w, r, "GET, POST")
 		}
 	case routeHealth:
 		if s.allowed(w, r, allowGet) {

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/tlsutil"
 )
 
 // Config is everything a node needs to open its store. Zero values take the defaults below.
@@ -44,6 +45,16 @@ type Config struct {
 	// SessionCheckpointInterval: how often the leader records the remaining TTL of sessions not renewed
 	// since the last time, so that a node that restarts counts down from it (0: the default).
 	SessionCheckpointInterval time.Duration
+
+	// PeerTLS, when set, runs the node port over mutual TLS with this node certificate and cluster CA:
+	// only nodes with a certificate from the CA connect, a dialer checks that the node it reached holds
+	// the id it dialed, and the leader adds a gossip member to Raft only once it proved its id that way.
+	PeerTLS *tlsutil.Source
+	// GossipKeys encrypt gossip (the first one encrypts, all decrypt) when the data dir holds no
+	// keyring yet; afterwards the keyring saved there (keyring.go) is used. GossipPlaintextIn and
+	// GossipPlaintextOut relax encryption for turning it on in a running cluster.
+	GossipKeys                            [][]byte
+	GossipPlaintextIn, GossipPlaintextOut bool
 
 	Logger *slog.Logger
 	// Observer is told about events metrics count; nil observes nothing.
@@ -139,6 +150,20 @@ func (c *Config) Validate() error {
 	} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if c.PeerTLS != nil {
+		if cert := c.PeerTLS.Certificate(); cert == nil || c.PeerTLS.Pool() == nil {
+			errs = append(errs, errors.New("peer TLS needs a node certificate and the cluster CA"))
+		} else if id, ok := tlsutil.NodeID(cert.Leaf); !ok || id != c.NodeID {
+			// Its peers check the id in the certificate against the id they dial: a node whose
+			// certificate names another id would be refused by all of them.
+			errs = append(errs, fmt.Errorf("the peer certificate is for node %q, not for this node (%q): issue one with \"raftkv tls cert create --node %s\"", id, c.NodeID, c.NodeID))
+		}
+	}
+	for _, k := range c.GossipKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("a gossip key is 16, 24 or 32 bytes, got %d", n))
 		}
 	}
 	if c.BootstrapExpect < 0 {

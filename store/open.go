@@ -73,6 +73,8 @@ type Store struct {
 	// admittedFlag: this node may vote (admission.go); admitMu serializes admitting it.
 	admittedFlag atomic.Bool
 	admitMu      sync.Mutex
+	// keyringMu serializes gossip keyring changes with saving them (keyring.go).
+	keyringMu sync.Mutex
 
 	// wipedRemovedAt: when reconcile removed a member that came back wiped (leader loop only).
 	wipedRemovedAt map[string]time.Time
@@ -154,7 +156,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.ident = ident
 	s.admittedFlag.Store(!ident.Pending)
 
-	if s.mux, err = transport.Listen(cfg.RaftAddr, cfg.RaftAdvertise, s.logger.With("component", "mux")); err != nil {
+	if s.mux, err = transport.ListenTLS(cfg.RaftAddr, cfg.RaftAdvertise, cfg.PeerTLS, s.logger.With("component", "mux")); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { s.mux.Close() })
@@ -207,7 +209,18 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.rpcSrv = transport.ServeRPC(s.mux, s.handleRPC, s.logger.With("component", "rpc"))
 	undo = append(undo, func() { s.rpcSrv.Close(context.Background()); s.rpc.Close() })
 
+	gossipKeys, fromFile, err := loadKeyring(cfg.DataDir, cfg.GossipKeys)
+	if err != nil {
+		return nil, err
+	}
+	if fromFile && len(cfg.GossipKeys) > 0 && !hasKey(gossipKeys, cfg.GossipKeys[0]) {
+		s.logger.Warn("--gossip-key is not in the keyring saved in the data dir; the saved keyring wins (it holds what rotations installed)",
+			"keyring", filepath.Join(cfg.DataDir, keyringFile))
+	}
 	s.gossip, err = transport.StartGossip(transport.GossipConfig{
+		Keys:          gossipKeys,
+		PlaintextIn:   cfg.GossipPlaintextIn,
+		PlaintextOut:  cfg.GossipPlaintextOut,
 		BindAddr:      cfg.GossipAddr,
 		AdvertiseAddr: cfg.GossipAdvertise,
 		Meta: transport.Meta{
@@ -227,7 +240,8 @@ func Open(cfg Config) (_ *Store, err error) {
 	addrs.gossip.Store(s.gossip)
 
 	s.logger.Info("node started", "id", cfg.NodeID, "raft_addr", s.mux.Addr().String(),
-		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState)
+		"gossip_addr", s.gossip.LocalAddr(), "data_dir", cfg.DataDir, "existing_state", hasState, "peer_tls", cfg.PeerTLS != nil,
+		"gossip_encrypted", len(gossipKeys) > 0)
 
 	s.goRun(s.watchIntegrity)
 	s.goRun(func() { s.watchLeadership(notify) })

@@ -114,6 +114,8 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		s.logger.Warn("not adding member: it runs an older raftkv that cannot apply this cluster's log; upgrade it",
 			"member", m.ID, "its_log_format", m.LogFormat, "needed", fsm.LogFormat)
 		return nil
+	case !inConfig && !s.provesMembership(ctx, m):
+		return nil
 	case !inConfig:
 		s.logger.Info("adding member as non-voter", "member", m.ID, "raft_addr", m.RaftAddr)
 		if err := s.raft.AddNonvoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
@@ -125,6 +127,10 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		// voter it was could lose committed writes, so it goes out and comes back as a new member. Not
 		// while that would lose the quorum: until it is admitted it does not vote (admission.go), and
 		// what it acknowledges meanwhile it has, since the leader sends it the whole log.
+		// Not either for a host that merely claims the id in gossip: it must prove it is that node.
+		if !s.provesMembership(ctx, m) {
+			return nil
+		}
 		if err := s.checkRemoval(ctx, servers, id); err != nil {
 			s.logger.Warn("member came back with a wiped data dir, but removing it would lose the quorum; waiting", "member", m.ID, "err", err)
 			return nil
@@ -145,6 +151,27 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 		}
 	}
 	return nil
+}
+
+// provesMembership reports whether m may be acted on as the node it claims to be. With mutual TLS on
+// the node port, that is a call to m's address that completes only if the node there holds a node
+// certificate for m.ID from the cluster CA; without TLS nothing can be proven, and gossip is trusted as
+// before (docs/security.md says what that exposes).
+func (s *Store) provesMembership(ctx context.Context, m transport.Member) bool {
+	if !s.mux.TLS() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	addr := transport.TargetAddr(m.ID, m.RaftAddr)
+	if _, err := s.rpc.Call(ctx, addr, rpcApplied, nil); err != nil {
+		if s.netLogThrottle.Allow("prove:" + m.ID + "@" + m.RaftAddr) {
+			s.logger.Warn("gossip member does not prove its identity on the node port (no certificate for its id from the cluster CA); not adding it",
+				"member", m.ID, "raft_addr", m.RaftAddr, "gossip_addr", m.GossipAddr, "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // recordDataID replicates which data dir a member runs on (or, via removedRecord, that it was removed).

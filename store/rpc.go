@@ -20,6 +20,8 @@ const (
 	// know it and answers with an error, so a forced removal needs an upgraded leader.
 	rpcRemoveForce = "remove-force"
 	rpcHealth      = "health" // resp: the callee's term, last and applied index, last leader contact
+	// rpcKeyring changes the callee's gossip keyring (store/keyring.go).
+	rpcKeyring = "keyring"
 )
 
 // errNotLeader means "ask the current leader instead": the request had no effect.
@@ -184,6 +186,8 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		return encodeResponse(nil, binary.AppendUvarint(nil, s.fsm.AppliedIndex())), nil
 	case rpcHealth:
 		return encodeResponse(nil, encodeStats(s.localStats())), nil
+	case rpcKeyring:
+		return s.handleKeyringRPC(req), nil
 	case rpcRemove, rpcRemoveForce:
 		return encodeResponse(s.removeLocal(ctx, string(req), method == rpcRemoveForce), nil), nil
 	default:

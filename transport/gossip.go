@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -58,12 +59,20 @@ type GossipConfig struct {
 	Logger        *slog.Logger
 	// Tuning for tests; zero values keep memberlist's LAN defaults.
 	ProbeInterval time.Duration
+	// Keys, when set, encrypt gossip (AES-GCM, memberlist's keyring): the first key encrypts, every
+	// key decrypts. Each is 16, 24 or 32 bytes.
+	Keys [][]byte
+	// PlaintextIn accepts unencrypted messages too, and PlaintextOut sends unencrypted ones: the two
+	// steps of turning encryption on in a running cluster without a partition (memberlist's
+	// GossipVerifyIncoming/Outgoing, negated so that the zero value is the safe one).
+	PlaintextIn, PlaintextOut bool
 }
 
 // Gossip wraps one memberlist instance: it publishes this node's Meta and tracks every member's state,
 // including the dead and the departed, which memberlist itself forgets.
 type Gossip struct {
 	ml       *memberlist.Memberlist
+	keyring  *memberlist.Keyring // nil without encryption
 	logger   *slog.Logger
 	throttle *LogThrottle // memberlist's warnings and errors, by source
 
@@ -113,6 +122,14 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	// and accepted at the next full state exchange once that one is declared dead. The LAN default
 	// (30 s) made such a node wait up to a minute; a full sync of a few nodes every 5 s is cheap.
 	mc.PushPullInterval = 5 * time.Second
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		mc.Keyring, g.keyring = kr, kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = !cfg.PlaintextIn, !cfg.PlaintextOut
+	}
 	mc.Delegate = (*gossipDelegate)(g)
 	mc.Events = (*gossipEvents)(g)
 	mc.Conflict = (*gossipEvents)(g)
@@ -138,6 +155,41 @@ func splitHostPort(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
+}
+
+// ErrNoKeyring: gossip runs without encryption, so there is no keyring to change.
+var ErrNoKeyring = errors.New("gossip encryption is off on this node (start it with --gossip-key)")
+
+// Keys are the keyring's keys, the primary (the one that encrypts) first; nil without encryption.
+func (g *Gossip) Keys() [][]byte {
+	if g.keyring == nil {
+		return nil
+	}
+	return g.keyring.GetKeys() // memberlist puts the primary key first
+}
+
+// InstallKey adds key to the keyring: this node decrypts with it from now on.
+func (g *Gossip) InstallKey(key []byte) error {
+	if g.keyring == nil {
+		return ErrNoKeyring
+	}
+	return g.keyring.AddKey(key)
+}
+
+// UseKey makes an installed key the primary one: this node encrypts with it from now on.
+func (g *Gossip) UseKey(key []byte) error {
+	if g.keyring == nil {
+		return ErrNoKeyring
+	}
+	return g.keyring.UseKey(key)
+}
+
+// RemoveKey drops a key that is not the primary one.
+func (g *Gossip) RemoveKey(key []byte) error {
+	if g.keyring == nil {
+		return ErrNoKeyring
+	}
+	return g.keyring.RemoveKey(key)
 }
 
 // LocalAddr is the advertised gossip address of this node.

@@ -95,7 +95,7 @@ func TestEveryMalformedNodePortConnectionLogsItsOwnWarning(t *testing.T) {
 	rec := &records{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	m := newMux(ln, ln.Addr(), DefaultMaxInboundConns, slog.New(rec))
+	m := newMux(ln, ln.Addr(), DefaultMaxInboundConns, nil, slog.New(rec))
 	t.Cleanup(func() { m.Close() })
 	const conns = 50
 	for range conns {

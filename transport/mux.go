@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/tlsutil"
 )
 
 // The first byte a dialer writes selects the protocol on the shared port.
@@ -104,6 +107,11 @@ type Mux struct {
 	legacyMu     sync.Mutex
 	legacyTarget map[string]time.Time
 
+	// peerTLS, when set, wraps every connection, accepted or dialed, in mutual TLS: only a node with a
+	// certificate from the cluster CA gets past the handshake, and a dialer checks that the node it
+	// reached proves the id it dialed.
+	peerTLS *tlsutil.Source
+
 	// isolation cuts this node off from its peers (fault-injection tests); conns tracks what to cut.
 	isolated atomic.Bool
 	connsMu  sync.Mutex
@@ -113,6 +121,15 @@ type Mux struct {
 // Listen binds addr and advertises advertise (addr itself when empty). The advertised address is what
 // other nodes dial, so it must be reachable from them: containers bind 0.0.0.0 and advertise their IP.
 func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
+	return ListenTLS(addr, advertise, nil, logger)
+}
+
+// ListenTLS is Listen with mutual TLS on every connection when peerTLS is set (a node certificate and the
+// cluster CA): see tlsutil.PeerServerConfig and PeerClientConfig.
+func ListenTLS(addr, advertise string, peerTLS *tlsutil.Source, logger *slog.Logger) (*Mux, error) {
+	if peerTLS != nil && (peerTLS.Certificate() == nil || peerTLS.Pool() == nil) {
+		return nil, errors.New("node port TLS needs a node certificate and the cluster CA")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on raft address %s: %w", addr, err)
@@ -122,14 +139,14 @@ func Listen(addr, advertise string, logger *slog.Logger) (*Mux, error) {
 		ln.Close()
 		return nil, err
 	}
-	return newMux(ln, adv, DefaultMaxInboundConns, logger), nil
+	return newMux(ln, adv, DefaultMaxInboundConns, peerTLS, logger), nil
 }
 
 // newMux serves ln, holding at most maxInbound accepted connections open.
-func newMux(ln net.Listener, adv net.Addr, maxInbound int, logger *slog.Logger) *Mux {
+func newMux(ln net.Listener, adv net.Addr, maxInbound int, peerTLS *tlsutil.Source, logger *slog.Logger) *Mux {
 	m := &Mux{
 		ln: ln, advertise: adv, logger: logger, done: make(chan struct{}), conns: make(map[net.Conn]struct{}),
-		inbound: make(chan struct{}, maxInbound), throttle: NewLogThrottle(logger),
+		inbound: make(chan struct{}, maxInbound), throttle: NewLogThrottle(logger), peerTLS: peerTLS,
 	}
 	m.raft = newSubListener(adv, m.done)
 	m.rpc = newSubListener(adv, m.done)
@@ -141,6 +158,9 @@ func newMux(ln net.Listener, adv net.Addr, maxInbound int, logger *slog.Logger) 
 
 // SetLocalID makes the port refuse connections meant for another node id.
 func (m *Mux) SetLocalID(id string) { m.localID.Store(&id) }
+
+// TLS reports whether the port runs mutual TLS.
+func (m *Mux) TLS() bool { return m.peerTLS != nil }
 
 // Addr is the address other nodes dial to reach this one.
 func (m *Mux) Addr() net.Addr { return m.advertise }
@@ -211,8 +231,20 @@ func (m *Mux) route(raw net.Conn) {
 		return
 	}
 	conn.(*trackedConn).release = func() { <-m.inbound }
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	if m.peerTLS != nil {
+		tc := tls.Server(conn, tlsutil.PeerServerConfig(m.peerTLS))
+		if err := tc.Handshake(); err != nil {
+			if m.throttle.Allow(hostOf(conn.RemoteAddr().String())) {
+				m.logger.Warn("refused a node-port connection: no valid node certificate from the cluster CA",
+					"remote", conn.RemoteAddr(), "err", err)
+			}
+			conn.Close()
+			return
+		}
+		conn = &peerConn{Conn: tc, closer: conn, peerID: tlsutil.PeerNodeID(tc.ConnectionState())}
+	}
 	var first [1]byte
-	conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
 		m.logger.Debug("connection closed before naming its protocol", "remote", conn.RemoteAddr(), "err", err)
 		conn.Close()
@@ -224,7 +256,7 @@ func (m *Mux) route(raw net.Conn) {
 			return
 		}
 	}
-	conn.SetReadDeadline(time.Time{})
+	conn.SetDeadline(time.Time{})
 	var target *subListener
 	switch first[0] {
 	case protoRaft:
@@ -342,7 +374,7 @@ func (m *Mux) dial(address string, proto byte, timeout time.Duration) (net.Conn,
 	var conn net.Conn
 	var err error
 	if id != "" && !m.isLegacyTarget(addr) {
-		conn, err = dialTargeted(addr, id, proto, timeout)
+		conn, err = m.dialTargeted(addr, id, proto, timeout)
 		if errors.Is(err, errTargetClosed) {
 			m.legacyMu.Lock()
 			if m.legacyTarget == nil {
@@ -350,10 +382,10 @@ func (m *Mux) dial(address string, proto byte, timeout time.Duration) (net.Conn,
 			}
 			m.legacyTarget[addr] = time.Now().Add(legacyTargetTTL)
 			m.legacyMu.Unlock()
-			conn, err = dialProto(addr, proto, timeout)
+			conn, err = m.dialProto(addr, id, proto, timeout)
 		}
 	} else {
-		conn, err = dialProto(addr, proto, timeout)
+		conn, err = m.dialProto(addr, id, proto, timeout)
 	}
 	if err != nil {
 		return nil, err
@@ -412,15 +444,11 @@ var errTargetClosed = errors.New("peer closed the targeted handshake")
 
 // dialTargeted dials addr for node id and waits for the node to confirm it is id. A refusal is a dial
 // error wrapping ErrWrongNode, so callers treat it like an unreachable node.
-func dialTargeted(addr, id string, proto byte, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+func (m *Mux) dialTargeted(addr, id string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := m.dialConn(addr, id, timeout)
 	if err != nil {
 		return nil, err
 	}
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		tcp.SetNoDelay(true)
-	}
-	conn.SetDeadline(time.Now().Add(timeout))
 	hello := append([]byte{protoTargeted, byte(len(id))}, id...)
 	if _, err := conn.Write(append(hello, proto)); err != nil {
 		conn.Close()
@@ -447,19 +475,65 @@ func dialTargeted(addr, id string, proto byte, timeout time.Duration) (net.Conn,
 	}
 }
 
-func dialProto(address string, proto byte, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", address, timeout)
+func (m *Mux) dialProto(address, id string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := m.dialConn(address, id, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write([]byte{proto}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// dialConn connects to addr and, with peer TLS, completes the handshake: the node there must prove id
+// (any cluster node when id is empty). The connection's deadline is left at now+timeout.
+func (m *Mux) dialConn(addr, id string, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, err
 	}
 	if tcp, ok := conn.(*net.TCPConn); ok {
 		tcp.SetNoDelay(true)
 	}
-	conn.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := conn.Write([]byte{proto}); err != nil {
-		conn.Close()
-		return nil, err
+	conn.SetDeadline(time.Now().Add(timeout))
+	if m.peerTLS == nil {
+		return conn, nil
 	}
-	conn.SetWriteDeadline(time.Time{})
-	return conn, nil
+	tc := tls.Client(conn, tlsutil.PeerClientConfig(m.peerTLS, id))
+	if err := tc.Handshake(); err != nil {
+		conn.Close()
+		if errors.Is(err, tlsutil.ErrWrongIdentity) {
+			err = fmt.Errorf("%w: %w", ErrWrongNode, err)
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("TLS with %s: %w", addr, err)}
+	}
+	return &peerConn{Conn: tc, closer: conn, peerID: tlsutil.PeerNodeID(tc.ConnectionState())}, nil
+}
+
+// peerConn is a node-port connection over mutual TLS, with the node id its peer's certificate proves.
+type peerConn struct {
+	net.Conn           // the *tls.Conn
+	closer   io.Closer // the TCP connection under it: closing it never blocks on a TLS close_notify
+	peerID   string
+}
+
+// Close closes the TCP connection at once: tls.Conn.Close would first write a close_notify, which can
+// block for as long as a stalled peer does not read.
+func (c *peerConn) Close() error { return c.closer.Close() }
+
+// PeerNodeID is the node id proven by the other end of conn when the node port runs mutual TLS.
+func PeerNodeID(conn net.Conn) (string, bool) {
+	for {
+		switch c := conn.(type) {
+		case *peerConn:
+			return c.peerID, true
+		case *trackedConn:
+			conn = c.Conn
+		default:
+			return "", false
+		}
+	}
 }

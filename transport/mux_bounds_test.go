@@ -28,7 +28,7 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 
 func muxOn(t *testing.T, ln net.Listener, maxInbound int) *Mux {
 	t.Helper()
-	m := newMux(ln, ln.Addr(), maxInbound, slog.New(slog.DiscardHandler))
+	m := newMux(ln, ln.Addr(), maxInbound, nil, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { m.Close() })
 	return m
 }
@@ -46,7 +46,7 @@ func TestNodePortStopsAcceptingAfterOneEMFILE(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	conn, err := dialProto(m.Addr().String(), protoRaft, time.Second)
+	conn, err := m.dialProto(m.Addr().String(), "", protoRaft, time.Second)
 	require.NoError(t, err)
 	defer conn.Close()
 	select {
@@ -90,7 +90,7 @@ func TestNodePortHoldsUnboundedConnections(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	conn, err := dialProto(m.Addr().String(), protoRaft, time.Second)
+	conn, err := m.dialProto(m.Addr().String(), "", protoRaft, time.Second)
 	require.NoError(t, err)
 	defer conn.Close()
 	select {

@@ -40,7 +40,7 @@ func TestFrameAnnouncing255MiBIsAllocatedBeforeItsBytesArrive(t *testing.T) {
 // rawRPC dials the RPC protocol on m without a client, so a test can send what it likes.
 func rawRPC(t *testing.T, m *Mux) net.Conn {
 	t.Helper()
-	conn, err := dialProto(m.Addr().String(), protoRPC, time.Second)
+	conn, err := m.dialProto(m.Addr().String(), "", protoRPC, time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	var hello [1]byte

@@ -63,6 +63,8 @@ Backups:
 Security:
   tls ca create       create the cluster CA (ca.pem, ca-key.pem)
   tls cert create     issue a node (--node ID) or client (--client NAME) certificate
+  keyring generate    print a new gossip encryption key
+  keyring list|install|use|remove   rotate the gossip keys of a running cluster
 
 Lost quorum:
   recover             offline, on each survivor: rewrite the configuration to the survivors
@@ -166,6 +168,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runElect(ctx, rest, stdin, stdout, stderr)
 	case "register":
 		return runRegister(ctx, rest, stdin, stdout, stderr)
+	case "keyring":
+		return runKeyring(ctx, rest, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "raftkv: unknown command %q\n\n%s", cmd, overview)
 	return exitUsage

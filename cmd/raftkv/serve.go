@@ -103,6 +103,8 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.dedupWindow, "dedup-window", store.DefaultDedupWindow, "how long a write's Idempotency-Key is remembered: a retry within it returns the first outcome (the leader's value applies)")
 	fs.IntVar(&f.dedupMaxKeys, "dedup-max-keys", store.DefaultDedupMaxKeys, "most Idempotency-Keys remembered at once (the oldest go first)")
 	f.tls.register(fs)
+	f.tls.registerPeer(fs)
+	f.tls.registerGossip(fs)
 	return fs
 }
 
@@ -225,6 +227,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "raftkv: %v\n", err)
 		return exitUnavailable
 	}
+	peerTLS, err := f.tls.peerSource(logger.With("component", "peer-tls"))
+	if err != nil {
+		logger.Error("cannot load the node port's TLS files", "err", err)
+		fmt.Fprintf(stderr, "raftkv: %v\n", err)
+		return exitUnavailable
+	}
+	gossipKeys, err := f.tls.gossipKeys()
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
 	join := splitList(f.join)
 	if f.bootstrapExpect < 0 {
 		// A lone node just works; a node told to join waits to be added instead of founding a
@@ -256,26 +268,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	hub := watch.New(watch.Config{History: f.watchHistory, HistoryBytes: f.watchHistoryBytes})
 	st, err := store.Open(store.Config{
-		NodeID:            f.id,
-		DataDir:           f.dataDir,
-		RaftAddr:          f.raftAddr,
-		RaftAdvertise:     f.advertiseRaft,
-		GossipAddr:        f.gossipAddr,
-		GossipAdvertise:   f.advertiseGoss,
-		HTTPAdvertise:     advertisedHTTP(&f),
-		Join:              join,
-		BootstrapExpect:   f.bootstrapExpect,
-		LeaveOnTerminate:  f.leaveOnTerminate,
-		SnapshotThreshold: f.snapshotThreshold,
-		SnapshotInterval:  f.snapshotInterval,
-		TrailingLogs:      f.trailingLogs,
-		RequestTimeout:    f.requestTimeout,
-		MaxValueSize:      f.maxValueSize,
-		DedupWindow:       f.dedupWindow,
-		DedupMaxKeys:      f.dedupMaxKeys,
-		Logger:            logger,
-		Observer:          mx,
-		Changes:           hub,
+		NodeID:             f.id,
+		DataDir:            f.dataDir,
+		RaftAddr:           f.raftAddr,
+		RaftAdvertise:      f.advertiseRaft,
+		GossipAddr:         f.gossipAddr,
+		GossipAdvertise:    f.advertiseGoss,
+		HTTPAdvertise:      advertisedHTTP(&f),
+		Join:               join,
+		BootstrapExpect:    f.bootstrapExpect,
+		LeaveOnTerminate:   f.leaveOnTerminate,
+		SnapshotThreshold:  f.snapshotThreshold,
+		SnapshotInterval:   f.snapshotInterval,
+		TrailingLogs:       f.trailingLogs,
+		RequestTimeout:     f.requestTimeout,
+		MaxValueSize:       f.maxValueSize,
+		DedupWindow:        f.dedupWindow,
+		DedupMaxKeys:       f.dedupMaxKeys,
+		PeerTLS:            peerTLS,
+		GossipKeys:         gossipKeys,
+		GossipPlaintextIn:  !f.tls.gossipVerifyIncoming,
+		GossipPlaintextOut: !f.tls.gossipVerifyOut,
+		Logger:             logger,
+		Observer:           mx,
+		Changes:            hub,
 	})
 	if err != nil {
 		ln.Close()
@@ -313,6 +329,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		WatchProgressInterval: f.watchProgress,
 		MaxTxnOps:             f.maxTxnOps,
 		ACLEnabled:            f.aclEnabled,
+		Keyring:               st,
 	}, httpLog), httpLimits{body: f.httpBodyTimeout, request: f.requestTimeout}, httpLog)
 	// Shutdown waits for in-flight requests; watch streams and long-polls end when told.
 	srv.RegisterOnShutdown(func() { close(stopStreams) })
@@ -326,7 +343,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	reloadCtx, stopReload := context.WithCancel(context.Background())
 	defer stopReload()
-	reloadTLS(reloadCtx, nonNil(apiTLS), f.tls.reloadInterval, logger.With("component", "tls"))
+	reloadTLS(reloadCtx, nonNil(apiTLS, peerTLS), f.tls.reloadInterval, logger.With("component", "tls"))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(apiLn) }()
 	if f.console {

@@ -5,11 +5,14 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +23,9 @@ type tlsFlags struct {
 	certFile, keyFile, clientCAFile       string
 	peerCertFile, peerKeyFile, peerCAFile string
 	reloadInterval                        time.Duration
+
+	gossipKey, gossipKeyFile              string
+	gossipVerifyIncoming, gossipVerifyOut bool
 }
 
 func (f *tlsFlags) register(fs *flag.FlagSet) {
@@ -33,6 +39,36 @@ func (f *tlsFlags) registerPeer(fs *flag.FlagSet) {
 	fs.StringVar(&f.peerCertFile, "peer-tls-cert-file", "", "node certificate for mutual TLS on the node port (from \"raftkv tls cert create --node ID\"; it must name this node's --id)")
 	fs.StringVar(&f.peerKeyFile, "peer-tls-key-file", "", "the private key of --peer-tls-cert-file")
 	fs.StringVar(&f.peerCAFile, "peer-tls-ca-file", "", "the cluster CA bundle: the node port accepts and dials only nodes whose certificate it signed")
+}
+
+func (f *tlsFlags) registerGossip(fs *flag.FlagSet) {
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "encrypt gossip with this key (base64, 16/24/32 bytes; \"raftkv keyring generate\"); used when the data dir has no keyring yet, which then keeps rotations")
+	fs.StringVar(&f.gossipKeyFile, "gossip-key-file", "", "read --gossip-key from this file (keeps the key out of the process list)")
+	fs.BoolVar(&f.gossipVerifyIncoming, "gossip-verify-incoming", true, "refuse unencrypted gossip (false only while turning encryption on in a running cluster)")
+	fs.BoolVar(&f.gossipVerifyOut, "gossip-verify-outgoing", true, "send gossip encrypted (false only while turning encryption on in a running cluster)")
+}
+
+// gossipKeys is the initial gossip key from --gossip-key or --gossip-key-file; nil for none.
+func (f *tlsFlags) gossipKeys() ([][]byte, error) {
+	enc := f.gossipKey
+	if f.gossipKeyFile != "" {
+		if enc != "" {
+			return nil, errors.New("give --gossip-key or --gossip-key-file, not both")
+		}
+		b, err := os.ReadFile(f.gossipKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--gossip-key-file: %w", err)
+		}
+		enc = strings.TrimSpace(string(b))
+	}
+	if enc == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+		return nil, errors.New("the gossip key must be 16, 24 or 32 bytes in base64 (\"raftkv keyring generate\" makes one)")
+	}
+	return [][]byte{k}, nil
 }
 
 // apiSource loads the API's TLS files; nil when the API serves plain HTTP.
