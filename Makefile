@@ -50,17 +50,35 @@ COMPOSE ?= docker-compose -f deploy/compose.yaml -p raftkv
 image: build
 	docker build -t $(IMAGE) .
 
+CERTS   := deploy/certs
+CERTARGS = --addr 127.0.0.1:7000 --cacert $(CERTS)/ca.pem --cert $(CERTS)/ops.pem --key $(CERTS)/ops-key.pem
+
+## cluster-certs: the compose cluster's CA, node certificates rk1..rk5, client certificate ops and gossip key
+## in deploy/certs (kept when present; delete the directory for new ones)
+cluster-certs: build
+	@if [ ! -f $(CERTS)/ca.pem ]; then \
+	  mkdir -p $(CERTS) && ./$(BIN) tls ca create --dir $(CERTS) --name "raftkv compose CA" && \
+	  for n in rk1 rk2 rk3 rk4 rk5; do ./$(BIN) tls cert create --node $$n --dns $$n --dir $(CERTS) \
+	    --ca $(CERTS)/ca.pem --ca-key $(CERTS)/ca-key.pem || exit 1; done && \
+	  ./$(BIN) tls cert create --client ops --dir $(CERTS) --ca $(CERTS)/ca.pem --ca-key $(CERTS)/ca-key.pem && \
+	  ./$(BIN) keyring generate > $(CERTS)/gossip.key && \
+	  chmod a+r $(CERTS)/rk*-key.pem $(CERTS)/ops-key.pem $(CERTS)/gossip.key; \
+	fi
+	@# a+r: the containers run as user 65532 and read the keys from a bind mount. This is a local
+	@# development cluster; on real hosts give each node only its own key, readable by its user only.
+
 ## cluster-up: a 3-node cluster in containers (deploy/compose.yaml, see deploy/README.md); API on 127.0.0.1:7000
-cluster-up: image
+## over TLS (client certificate deploy/certs/ops.pem), peer mTLS and gossip encryption on
+cluster-up: image cluster-certs
 	$(COMPOSE) up -d
 	@# Wait for a leader: a linearizable get answers 0 (found) or 1 (not found) only once there is one.
-	@for i in $$(seq 30); do ./$(BIN) get --addr 127.0.0.1:7000 --timeout 2s cluster-up-probe >/dev/null 2>&1; \
+	@for i in $$(seq 30); do ./$(BIN) get $(CERTARGS) --timeout 2s cluster-up-probe >/dev/null 2>&1; \
 	  [ $$? -le 1 ] && break; sleep 1; done
-	./$(BIN) cluster status --addr 127.0.0.1:7000
+	./$(BIN) cluster status $(CERTARGS)
 
 ## cluster-down: stop that cluster and remove its containers, network and volumes (every profile)
 cluster-down:
-	$(COMPOSE) --profile five --profile extra down -v --remove-orphans
+	$(COMPOSE) --profile five down -v --remove-orphans
 
 ## chaos: the long chaos suite against containers (RAFTKV_CHAOS=long, minutes per scenario; see test/chaos/README.md).
 ## CHAOS_RUN=regexp picks scenarios, e.g. make chaos CHAOS_RUN='kill|partition'. The short pass is part of `make test`.
@@ -72,7 +90,7 @@ chaos:
 chaos-short:
 	$(GO) test -count=1 -timeout 20m -v -run 'TestChaos/($(CHAOS_RUN))' ./test/chaos
 
-.PHONY: image cluster-up cluster-down chaos chaos-short
+.PHONY: image cluster-certs cluster-up cluster-down chaos chaos-short
 
 ## bench: raftkv vs etcd vs a bare net/http ceiling, 3 nodes each on loopback, one after the other; prints
 ## the table and writes it to bench/results/ (~6 min; BENCH_QUICK=1: 2 s rows, a smoke run; BENCH_FLAGS=--rounds 3

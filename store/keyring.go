@@ -196,3 +196,6 @@ func hasKey(keys [][]byte, key []byte) bool {
 	}
 	return false
 }
+
+// GossipEncrypted reports whether this node's gossip is encrypted (it has a keyring).
+func (s *Store) GossipEncrypted() bool { return s.gossip.Keys() != nil }

@@ -303,6 +303,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUnavailable
 	}
 
+	if exposed := exposures(&f, apiTLS != nil, peerTLS != nil, st.GossipEncrypted()); len(exposed) > 0 {
+		logger.Warn("this node listens beyond loopback without transport security; see docs/security.md",
+			"exposed", strings.Join(exposed, "; "))
+	}
 	mx.Watch(st)
 	mx.WatchDisk(f.dataDir)
 	if debugLn != nil {

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -136,4 +137,33 @@ func nonNil(sources ...*tlsutil.Source) []*tlsutil.Source {
 		}
 	}
 	return out
+}
+
+// exposures names what this node opens to its network without protection: an address that binds
+// beyond loopback and carries no TLS (or gossip no key). Serve logs them in one warning at start-up.
+func exposures(f *serveFlags, apiTLS, peerTLS bool, gossipKeyed bool) []string {
+	var out []string
+	if !apiTLS && !loopbackOnly(f.httpAddr) {
+		out = append(out, "the HTTP API on "+f.httpAddr+" is plain HTTP: whoever reaches it reads and writes every key and changes membership (--tls-cert-file, --tls-client-ca-file)")
+	}
+	if !peerTLS && !loopbackOnly(f.raftAddr) {
+		out = append(out, "the node port on "+f.raftAddr+" takes any host: one that reaches it can be added to the cluster and sent every key, or forge Raft traffic (--peer-tls-*)")
+	}
+	if !gossipKeyed && !loopbackOnly(f.gossipAddr) {
+		out = append(out, "gossip on "+f.gossipAddr+" is unencrypted and unauthenticated: any host can join it and claim a node id (--gossip-key)")
+	}
+	return out
+}
+
+// loopbackOnly reports whether addr binds loopback only (127.0.0.0/8, ::1, localhost).
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
