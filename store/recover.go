@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,6 +165,20 @@ func recoverConfiguration(cfg RecoverConfig) (raft.Configuration, error) {
 	return conf, nil
 }
 
+// speaksTLS reports whether a TLS server answers at addr within timeout. The certificate is not
+// checked: the question is only whether a live process is there.
+func speaksTLS(addr string, timeout time.Duration) bool {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: &tls.Config{InsecureSkipVerify: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
 // probeServers asks every old voter but this node for its health over the internal RPC and returns the
 // ids of those that answered.
 func probeServers(ctx context.Context, servers []raft.Server, self string, timeout time.Duration, logger *slog.Logger) ([]string, error) {
@@ -186,7 +201,16 @@ func probeServers(ctx context.Context, servers []raft.Server, self string, timeo
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			if _, err := rpc.Call(ctx, transport.TargetAddr(string(srv.ID), string(srv.Address)), rpcHealth, nil); err == nil {
+			_, err := rpc.Call(ctx, transport.TargetAddr(string(srv.ID), string(srv.Address)), rpcHealth, nil)
+			if err != nil && speaksTLS(string(srv.Address), timeout) {
+				// A node whose port runs mutual TLS does not answer this plain probe (it has no
+				// certificate), but it completes a TLS handshake, which a dead or hung node does not.
+				// Counting it as down could let recovery split a cluster that still has its quorum.
+				logger.Warn("old voter's node port answers TLS (mutual TLS is on); counting it as alive",
+					"server", srv.ID, "addr", srv.Address)
+				err = nil
+			}
+			if err == nil {
 				mu.Lock()
 				answering = append(answering, string(srv.ID))
 				mu.Unlock()
