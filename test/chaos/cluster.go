@@ -157,14 +157,33 @@ type Cluster struct {
 	// every client of the harness and the workload then sends.
 	acl   bool
 	token string
+	// sec, when set, runs every node with API TLS, peer mutual TLS and gossip encryption (issue 14),
+	// and every client of the harness and the workload over TLS with a client certificate.
+	sec *security
 }
 
 // NewCluster starts a cluster of size founders and waits until it is healthy. With acl, the nodes run
 // with --acl-enabled and the cluster is bootstrapped first: every client then carries the management
 // token, and the workload, the checks and the faults run as they do without ACLs.
 func NewCluster(t testing.TB, env *Env, name string, size int, acl bool) *Cluster {
+	return newCluster(t, env, name, size, acl, false)
+}
+
+// NewSecureCluster is NewCluster with transport security on every port (see Cluster.sec).
+func NewSecureCluster(t testing.TB, env *Env, name string, size int, acl bool) *Cluster {
+	return newCluster(t, env, name, size, acl, true)
+}
+
+func newCluster(t testing.TB, env *Env, name string, size int, acl, secure bool) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl}
+	if secure {
+		sec, err := newSecurity(t.TempDir())
+		if err != nil {
+			t.Fatalf("cluster %s: %v", name, err)
+		}
+		c.sec = sec
+	}
 	t.Cleanup(c.destroy)
 	if err := c.createNetwork(); err != nil {
 		t.Fatalf("cluster %s: %v", name, err)
@@ -350,6 +369,14 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 		"--restart", "no",
 	}
 	args = append(args, c.labels()...)
+	var secure []string
+	if c.sec != nil {
+		mount, flags, err := c.sec.nodeArgs(n.ID)
+		if err != nil {
+			return err
+		}
+		args, secure = append(args, mount...), flags
+	}
 	args = append(args, c.env.Image, "--id", n.ID, "--join", strings.Join(join, ","),
 		"--log-level", "info", "--request-timeout", nodeRequestTimeout)
 	if bootstrapExpect > 0 {
@@ -359,6 +386,7 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 	if c.acl {
 		args = append(args, "--acl-enabled")
 	}
+	args = append(args, secure...)
 	if _, err := Docker(context.Background(), args...); err != nil {
 		return err
 	}
@@ -429,6 +457,10 @@ func (c *Cluster) refresh(n *Node, state NodeState) error {
 		n.client = harness.NewClient(addr, WorkloadRequestTimeout)
 		n.ctl = harness.NewClient(addr, controlTimeout)
 		n.client.Token, n.ctl.Token = token, token
+		if c.sec != nil {
+			n.client.UseTLS(c.sec.client)
+			n.ctl.UseTLS(c.sec.client)
+		}
 	}
 	n.pid, n.state = pid, state
 	return nil

@@ -34,8 +34,11 @@ type scenario struct {
 	overlap bool
 	// acl: the cluster runs with --acl-enabled (every client with the management token), to show that
 	// forwarding, membership and recovery keep working with authorization on.
-	acl   bool
-	cycle func(s *run, i int) error
+	acl bool
+	// secure: API TLS, peer mutual TLS and gossip encryption on every node (issue 14), every client over
+	// TLS: forwarding, membership and recovery must work the same with them.
+	secure bool
+	cycle  func(s *run, i int) error
 }
 
 // Recovery bounds. defaultBound is for Healthy (leader, readiness, configuration). gossipBound is for
@@ -76,6 +79,12 @@ var scenarios = []scenario{
 	{name: "flood-stalled-frames", nodes: 3, cycle: func(s *run, i int) error { return s.stalledFrames(s.randomUp()) }},
 	{name: "fd-shortage-leader", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.leader(), true) }},
 	{name: "fd-shortage-follower", nodes: 3, cycle: func(s *run, i int) error { return s.fdShortage(s.others(s.leader())[0], false) }},
+	// Issue 14: kill, partition and membership faults with TLS, peer mTLS, gossip encryption and ACLs on; a
+	// node back on a new IP must prove its id with its certificate before it is trusted again.
+	{name: "kill-leader-tls", nodes: 3, secure: true, acl: true, cycle: func(s *run, i int) error { return s.killRestart(s.leader()) }},
+	{name: "partition-leader-tls", nodes: 3, secure: true, acl: true, needNet: true, cycle: func(s *run, i int) error { return s.isolateLeader() }},
+	{name: "member-replace-wiped-tls", nodes: 3, secure: true, acl: true, bound: 60 * time.Second, cycle: func(s *run, i int) error { return s.replaceWiped() }},
+	{name: "restart-new-ip-tls", nodes: 3, secure: true, acl: true, cycle: func(s *run, i int) error { return s.newIP(i) }},
 	{name: "mixed", nodes: 5, needNet: true, shortCycles: 3, overlap: true, cycle: func(s *run, i int) error { return s.mixed() }},
 	// Issue 14: kill, partition and membership faults with ACLs on (RAFTKV_CHAOS_ACL=1 runs every
 	// scenario so).
@@ -201,7 +210,11 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("seed %d", seed)
 
 	name := fmt.Sprintf("rkc-%s-%s", strings.ReplaceAll(env.RunID, ".", "-"), sc.name)
-	c = NewCluster(t, env, name, sc.nodes, sc.acl || aclAll)
+	if sc.secure {
+		c = NewSecureCluster(t, env, name, sc.nodes, sc.acl || aclAll)
+	} else {
+		c = NewCluster(t, env, name, sc.nodes, sc.acl || aclAll)
+	}
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()

@@ -173,6 +173,9 @@ func (lw *ledgerWatcher) follow(ctx context.Context, hc *http.Client, cl *harnes
 	if cl.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+cl.Token)
 	}
+	if strings.HasPrefix(cl.BaseURL, "https://") {
+		hc = cl.HTTP // its transport has the cluster's TLS configuration
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return false
