@@ -625,8 +625,12 @@ func (cc *clientConn) call(ctx context.Context, method string, req []byte) ([]by
 
 	sent := time.Now().UnixNano()
 	if err := cc.write(ctx, id, method, req); err != nil {
+		// A failed write leaves the frame incomplete (bufio stops at the first error, and the server
+		// handles a request only once its whole frame arrived), so the peer never ran it: the caller
+		// may treat it as not sent. This is also what a call on a connection closed under it (Close,
+		// Isolate) before its reader noticed gets.
 		cc.fail(err)
-		return nil, fmt.Errorf("send: %w", err)
+		return nil, fmt.Errorf("%w: send: %w", ErrUnreachable, err)
 	}
 	select {
 	case res := <-ch:
