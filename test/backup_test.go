@@ -26,6 +26,9 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 	for i := 0; i < n; i++ {
 		c.MustPut(t, i%3, fmt.Sprintf("bk-%03d", i), []byte(fmt.Sprintf("value-%d", i)))
 	}
+	// An exactly-once write the backup will hold (same value: the key's content is unchanged).
+	idemBefore := c.Node(leader).PutIdempotent("bk-000", []byte("value-0"), "restore-before")
+	require.True(t, idemBefore.OK(), "%s", idemBefore)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "backup.snap")
 	addrs := c.Node(follower).HTTPAddr
@@ -77,6 +80,8 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 		require.True(t, c.Node(leader).Delete(fmt.Sprintf("bk-%03d", i)).OK())
 	}
 	after := c.MustPut(t, leader, "after-backup", []byte("x"))
+	idemAfter := c.Node(leader).PutIdempotent("after-backup-idem", []byte("z"), "restore-after")
+	require.True(t, idemAfter.OK(), "%s", idemAfter)
 	require.Equal(t, http.StatusNotFound, c.Node(follower).Get("bk-000").Status, "the bad restores changed nothing")
 
 	out, _, code = harness.RunCLI(t, "snapshot", "restore", file, "--addr", addrs)
@@ -106,6 +111,16 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 		assert.Equal(t, http.StatusGone, r.Status, "%s: %s", c.Node(i).ID, r)
 		assert.Equal(t, "compacted", r.Code, c.Node(i).ID)
 	}
+	// The restore brought the backup's idempotency records: a retry of a write the backup holds is
+	// answered with its first index, not applied twice; one the restore undid applies again.
+	retry := c.Node(follower).PutIdempotent("bk-000", []byte("value-0"), "restore-before")
+	require.True(t, retry.OK(), "%s", retry)
+	assert.Equal(t, idemBefore.Index, retry.Index, "answered from the restored record")
+	assert.Equal(t, idemBefore.Index, c.Node(leader).Get("bk-000").ModIndex, "not applied again")
+	retry = c.Node(follower).PutIdempotent("after-backup-idem", []byte("z"), "restore-after")
+	require.True(t, retry.OK(), "%s", retry)
+	assert.Greater(t, retry.Index, idemAfter.Index, "undone by the restore, so applied again")
+
 	next := c.MustPut(t, follower, "after-restore", []byte("y"))
 	assert.Greater(t, next.Index, after.Index, "the write index moves forward across a restore")
 	r := c.Node(leader).Get("bk-000")
