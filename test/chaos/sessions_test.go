@@ -305,7 +305,8 @@ func (sh *sessionHarness) keep(k *keptSession, ttl time.Duration, stop <-chan st
 	}
 }
 
-// waitGone polls the session until a node answers 404 (it has applied the expiry) and returns when.
+// waitGone polls the session until a node answers 404 and returns when. The read is linearizable: a
+// stale read of a node that has not applied the create yet would also say 404.
 func (sh *sessionHarness) waitGone(id string, deadline time.Time) (time.Time, error) {
 	for time.Now().Before(deadline) {
 		for _, n := range sh.c.Up() {
@@ -313,7 +314,7 @@ func (sh *sessionHarness) waitGone(id string, deadline time.Time) (time.Time, er
 			if n.State() != Running || cl == nil {
 				continue
 			}
-			r := cl.Do(http.MethodGet, "/v1/session/"+id+"?consistency=stale", nil)
+			r := cl.Do(http.MethodGet, "/v1/session/"+id, nil)
 			if r.Status == http.StatusNotFound {
 				return time.Now(), nil
 			}
