@@ -308,6 +308,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			"exposed", strings.Join(exposed, "; "))
 	}
 	mx.Watch(st)
+	tlsPorts := map[string]metrics.TLSSource{}
+	if apiTLS != nil {
+		tlsPorts["api"] = apiTLS
+	}
+	if peerTLS != nil {
+		tlsPorts["peer"] = peerTLS
+	}
+	mx.WatchTLS(tlsPorts)
 	mx.WatchDisk(f.dataDir)
 	if debugLn != nil {
 		debugSrv := &http.Server{Handler: debugHandler(mx.Handler()), ReadHeaderTimeout: 10 * time.Second}
