@@ -125,6 +125,11 @@ func TestAPIOverTLSRotatesCertificatesUnderLoadOnSIGHUP(t *testing.T) {
 	for i := range 3 {
 		assert.Equal(t, pids[i], c.PID(i), "no node restarted")
 	}
+	// The rotation shows in the metrics: one reload of the API's files, and the new expiry.
+	m := n1.Do(http.MethodGet, "/metrics", nil)
+	require.True(t, m.OK(), "%s", m)
+	assert.Contains(t, string(m.Body), `raftkv_tls_reloads_total{port="api"} 1`)
+	assert.Contains(t, string(m.Body), `raftkv_tls_cert_expiry_timestamp_seconds{port="api"}`)
 }
 
 func isTLSFailure(err error) bool {
