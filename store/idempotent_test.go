@@ -109,3 +109,41 @@ func TestIdempotentWriteAppliesOnceAcrossNodesAndLeaderChanges(t *testing.T) {
 	require.Equal(t, "moved", string(e.Value))
 	require.Equal(t, first, e.CreateIndex)
 }
+
+// While a member advertises a log format older than FormatIdempotent (a rolling upgrade), a keyed
+// write is refused with ErrIdempotencyUnsupported and nothing applied: by the leader once its
+// reconcile has seen the format, and by a follower before it forwards to a leader that advertises it
+// (such a leader would answer the wrapper as an invalid command, a 400 for a good request).
+func TestIdempotentWritesRefusedWhileAMemberRunsAnOlderFormat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	leader := c.leader()
+	follower := c.follower()
+	ls, fs := c.nodes[leader].store, c.nodes[follower].store
+	_, err := putIdem(t, fs, "before", "k", "v", Precondition{})
+	require.NoError(t, err)
+
+	m := ls.gossip.LocalMeta()
+	m.LogFormat = fsm.FormatSealed // as a build from before idempotent transactions advertises
+	require.NoError(t, ls.gossip.SetMeta(m))
+	require.Eventually(t, func() bool {
+		f, ok := fs.gossip.LogFormat(leader)
+		return ok && f == fsm.FormatSealed
+	}, waitFor, 20*time.Millisecond)
+	_, err = fs.Put(WithIdempotencyKey(ctxT(t), "via-follower"), "k", []byte("x"), Precondition{})
+	require.ErrorIs(t, err, ErrIdempotencyUnsupported, "the follower does not forward it")
+	require.ErrorContains(t, err, "the leader "+leader+" applies log format 3", "refused by the follower's check")
+
+	require.Eventually(t, func() bool { return ls.proposer.format.Load() == fsm.FormatSealed }, waitFor, 20*time.Millisecond)
+	_, err = ls.Put(WithIdempotencyKey(ctxT(t), "on-leader"), "k", []byte("y"), Precondition{})
+	require.ErrorIs(t, err, ErrIdempotencyUnsupported, "the leader does not propose it")
+
+	e, err := ls.Get(ctxT(t), "k", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(e.Value), "nothing applied")
+	_, err = fs.Put(ctxT(t), "k", []byte("plain"), Precondition{})
+	require.NoError(t, err, "a write without a key still goes through")
+}
