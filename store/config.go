@@ -45,6 +45,9 @@ type Config struct {
 	// SessionCheckpointInterval: how often the leader records the remaining TTL of sessions not renewed
 	// since the last time, so that a node that restarts counts down from it (0: the default).
 	SessionCheckpointInterval time.Duration
+	// DiskStallTimeout: a raft log write running longer than this is a stalled disk: the node reports
+	// not ready, and a leader stops sending heartbeats so that the others elect another (stall.go).
+	DiskStallTimeout time.Duration
 
 	// PeerTLS, when set, runs the node port over mutual TLS with this node certificate and cluster CA:
 	// only nodes with a certificate from the CA connect, a dialer checks that the node it reached holds
@@ -64,6 +67,8 @@ type Config struct {
 
 	// wrapLogStore, when set, wraps Raft's log store (tests inject slow or failing disks with it).
 	wrapLogStore func(raft.LogStore) raft.LogStore
+	// wrapStableStore, when set, wraps Raft's stable store (term and vote), for the same purpose.
+	wrapStableStore func(raft.StableStore) raft.StableStore
 	// progressInterval and readyLagWindow: see progress.go (tests shorten them).
 	progressInterval, readyLagWindow time.Duration
 }
@@ -80,6 +85,9 @@ const (
 	DefaultMaxKeySize        = 1024
 	DefaultMaxValueSize      = 1 << 20
 	DefaultDedupWindow       = 10 * time.Minute
+	// DefaultDiskStallTimeout: a healthy fsync takes milliseconds and a slow one well under a second;
+	// five seconds of one write is a disk that has stopped, not a busy one.
+	DefaultDiskStallTimeout = 5 * time.Second
 	// DefaultDedupMaxKeys: a record costs about its key plus 100 bytes, so ~30 MB at 64-byte keys.
 	DefaultDedupMaxKeys = 1 << 18
 	// MaxIdempotencyKeySize bounds an Idempotency-Key, which the FSM keeps for the whole window.
@@ -104,6 +112,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.DiskStallTimeout == 0 {
+		c.DiskStallTimeout = DefaultDiskStallTimeout
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = DefaultReconcileInterval
@@ -174,6 +185,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("snapshot interval %s is too short (min 100ms)", c.SnapshotInterval))
+	}
+	if c.DiskStallTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("disk stall timeout %s is too short (min 100ms)", c.DiskStallTimeout))
 	}
 	if c.RequestTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("request timeout %s is too short (min 100ms)", c.RequestTimeout))

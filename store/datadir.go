@@ -32,10 +32,10 @@ func readIdentity(dir, nodeID string) (id identity, found bool, err error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return identity{}, false, nil
 	case err != nil:
-		return identity{}, false, fmt.Errorf("read %s: %w", path, err)
+		return identity{}, false, startupStorageError("read "+path, dir, err)
 	}
 	if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" || id.DataID == "" {
-		return identity{}, false, fmt.Errorf("%w: data dir %s is corrupt: %s is unreadable (%v); restore it or wipe the directory to rejoin as a new member", ErrDataDir, dir, identityFile, err)
+		return identity{}, false, fmt.Errorf("%w: %w: %s in %s is unreadable (%v); restore it or wipe the directory to rejoin as a new member", ErrDataDir, ErrCorrupt, identityFile, dir, err)
 	}
 	if id.NodeID != nodeID {
 		return identity{}, false, fmt.Errorf("%w: data dir %s belongs to node %q, not %q: use --id %s or another --data-dir", ErrDataDir, dir, id.NodeID, nodeID, id.NodeID)
@@ -65,7 +65,7 @@ func newIdentity(dir, nodeID string) (identity, error) {
 	b, _ := json.Marshal(id)
 	path := filepath.Join(dir, identityFile)
 	if err := writeFileSync(path, b); err != nil {
-		return identity{}, fmt.Errorf("write %s: %w", path, err)
+		return identity{}, startupStorageError("write "+path, dir, err)
 	}
 	return id, nil
 }

@@ -44,7 +44,8 @@ func (nopObserver) SnapshotPersisted(time.Duration, int64) {}
 type MetricsState struct {
 	HasLeader, IsLeader bool
 	Ready               bool // what /readyz says
-	IntegrityFailed     bool // the node stopped on a log entry that failed its checksum (Failure)
+	IntegrityFailed     bool // the node stopped serving (Failure): a log entry that failed its checksum, a storage fault
+	DiskStalled         bool // a raft log write has run longer than Config.DiskStallTimeout (stall.go)
 	Term                uint64
 	CommitIndex         uint64
 	AppliedIndex        uint64 // raft's applied index
@@ -69,6 +70,7 @@ func (s *Store) Metrics() MetricsState {
 		IsLeader:         s.isLeader(),
 		Ready:            s.Ready() == nil,
 		IntegrityFailed:  s.Failure() != nil,
+		DiskStalled:      s.diskStall(time.Now()) != nil,
 		Term:             s.raft.CurrentTerm(),
 		CommitIndex:      s.raft.CommitIndex(),
 		AppliedIndex:     s.raft.AppliedIndex(),

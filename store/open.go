@@ -42,6 +42,7 @@ type Store struct {
 	fsm    *fsm.FSM
 	raft   *raft.Raft
 	bolt   *raftboltdb.BoltStore
+	disk   *diskGuard // between Raft and bolt: names storage faults, fails the node on fatal ones
 	mux    *transport.Mux
 	rpcSrv *transport.RPCServer
 	rpc    *transport.RPCClient
@@ -64,6 +65,9 @@ type Store struct {
 	readyTerm atomic.Uint64
 
 	restoring restoreGate // one restore at a time
+
+	// heartbeatsMuted: this leader's disk has stalled; its transport sends no AppendEntries (stall.go).
+	heartbeatsMuted atomic.Bool
 
 	// failErr is set once, when the node stops serving for good (see fail); failCh is closed then.
 	failOnce sync.Once
@@ -95,11 +99,11 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+		return nil, startupStorageError("create data dir", cfg.DataDir, err)
 	}
 	hadLog, err := fileExists(filepath.Join(cfg.DataDir, raftDBFile))
 	if err != nil {
-		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+		return nil, startupStorageError("look for the raft log", cfg.DataDir, err)
 	}
 	ident, hasIdent, err := readIdentity(cfg.DataDir, cfg.NodeID)
 	if err != nil {
@@ -126,28 +130,36 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	undo = append(undo, func() { s.bolt.Close() })
+	s.disk = &diskGuard{dir: cfg.DataDir, logger: s.logger.With("component", "storage"), fail: s.fail,
+		failed: s.failCh, closed: s.ctx.Done()}
+	var disk raft.LogStore = timedLogStore{LogStore: s.bolt, obs: s.obs}
+	if cfg.wrapLogStore != nil {
+		disk = cfg.wrapLogStore(disk)
+	}
 	var logs raft.LogStore
-	if logs, err = raft.NewLogCache(logCacheSize, timedLogStore{LogStore: s.bolt, obs: s.obs}); err != nil {
+	if logs, err = raft.NewLogCache(logCacheSize, guardedLogs{LogStore: disk, g: s.disk}); err != nil {
 		return nil, fmt.Errorf("log cache: %w", err)
 	}
-	if cfg.wrapLogStore != nil {
-		logs = cfg.wrapLogStore(logs)
+	var stableDisk raft.StableStore = s.bolt
+	if cfg.wrapStableStore != nil {
+		stableDisk = cfg.wrapStableStore(stableDisk)
 	}
+	stable := guardedStable{StableStore: stableDisk, g: s.disk}
 	raftLog := newHclog(s.logger, "raft")
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetain, raftLog)
 	if err != nil {
-		return nil, fmt.Errorf("data dir %s: open snapshot store: %w", cfg.DataDir, err)
+		return nil, startupStorageError("open snapshot store", cfg.DataDir, err)
 	}
 	snaps := timedSnapshots{SnapshotStore: fileSnaps, obs: s.obs}
 
-	hasState, err := raft.HasExistingState(logs, s.bolt, snaps)
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
-		return nil, fmt.Errorf("%w: data dir %s is corrupt: read raft state: %w", ErrDataDir, cfg.DataDir, err)
+		return nil, startupStorageError("read raft state", cfg.DataDir, err)
 	}
 	if !hasIdent {
 		if hasState {
-			return nil, fmt.Errorf("%w: data dir %s is corrupt: it has a raft log but no %s; restore it or wipe the directory to rejoin as a new member",
-				ErrDataDir, cfg.DataDir, identityFile)
+			return nil, fmt.Errorf("%w: %w: data dir %s has a raft log but no %s; restore it or wipe the directory to rejoin as a new member",
+				ErrDataDir, ErrCorrupt, cfg.DataDir, identityFile)
 		}
 		if ident, err = newIdentity(cfg.DataDir, cfg.NodeID); err != nil {
 			return nil, err
@@ -174,7 +186,8 @@ func Open(cfg Config) (_ *Store, err error) {
 		// pipelined follower until the leader restarts (raft #611/#612).
 		MaxRPCsInFlight: 1,
 	})
-	trans := newVotingGate(netTrans, cfg.NodeID, s.admitted, s.logger.With("component", "raft-transport"))
+	trans := muteGate{votingGate: newVotingGate(netTrans, cfg.NodeID, s.admitted, s.logger.With("component", "raft-transport")),
+		muted: s.heartbeatsMuted.Load}
 	undo = append(undo, func() { trans.Close() })
 
 	notify := make(chan bool, 1)
@@ -195,8 +208,8 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.sessions = session.New(session.Config{CheckpointInterval: cfg.SessionCheckpointInterval,
 		Logger: s.logger.With("component", "sessions")})
 	s.fsm.SetSessionSink(s.sessions)
-	if s.raft, err = newRaft(rc, s.fsm, logs, s.bolt, snaps, trans); err != nil {
-		return nil, fmt.Errorf("data dir %s: start raft: %w", cfg.DataDir, err)
+	if s.raft, err = newRaft(rc, s.fsm, logs, stable, snaps, trans); err != nil {
+		return nil, startupStorageError("start raft on the data dir", cfg.DataDir, err)
 	}
 	undo = append(undo, func() { s.raft.Shutdown().Error() })
 	s.reads = newReadBatcher(s.confirmReadIndex, s.obs)
@@ -244,6 +257,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		"gossip_encrypted", len(gossipKeys) > 0)
 
 	s.goRun(s.watchIntegrity)
+	s.goRun(s.watchDiskStall)
 	s.goRun(func() { s.watchLeadership(notify) })
 	s.goRun(s.observeLeaders)
 	s.goRun(s.reads.run(s.ctx))
@@ -265,9 +279,32 @@ func Open(cfg Config) (_ *Store, err error) {
 	return s, nil
 }
 
+// openBolt checks and opens the data dir's BoltDB file. A damaged file makes BoltDB panic, on open
+// (rebuilding the free list walks every page: "freepages: failed to get all reachable pages") or on
+// a later read; both are turned into a start-up error here, at the boundary, instead of a trace.
 func openBolt(dir string) (*raftboltdb.BoltStore, error) {
 	path := filepath.Join(dir, raftDBFile)
-	store, err := raftboltdb.New(raftboltdb.Options{
+	if err := checkBolt(path); err != nil {
+		return nil, boltOpenError(dir, path, err)
+	}
+	store, err := newBoltStore(path)
+	if err != nil {
+		return nil, boltOpenError(dir, path, err)
+	}
+	return store, nil
+}
+
+func boltOpenError(dir, path string, err error) error {
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("%w: data dir %s is in use by another process (the lock on %s is held)", ErrDataDir, dir, path)
+	}
+	return startupStorageError("open raft log "+path, dir, err)
+}
+
+func newBoltStore(path string) (_ *raftboltdb.BoltStore, err error) {
+	defer panicOnFault()()
+	defer recoverCorrupt(&err)
+	return raftboltdb.New(raftboltdb.Options{
 		Path: path,
 		BoltOptions: &bbolt.Options{
 			Timeout: time.Second,
@@ -277,24 +314,55 @@ func openBolt(dir string) (*raftboltdb.BoltStore, error) {
 			FreelistType:   bbolt.FreelistMapType,
 		},
 	})
-	switch {
-	case err == nil:
-		return store, nil
-	case errors.Is(err, bbolt.ErrTimeout):
-		return nil, fmt.Errorf("%w: data dir %s is in use by another process (the lock on %s is held)", ErrDataDir, dir, path)
-	default:
-		return nil, fmt.Errorf("%w: data dir %s is corrupt: open raft log %s: %w", ErrDataDir, dir, path, err)
+}
+
+// checkBolt reads every page of an existing BoltDB file, read-only, in this goroutine: a damaged page
+// then panics (or faults) where it can be recovered and reported, before Raft's goroutines, which
+// nobody can recover, read it. It costs one pass over the file at start-up; the log is bounded by
+// snapshots, so that is milliseconds for a typical data dir.
+func checkBolt(path string) (err error) {
+	if ok, err := fileExists(path); err != nil || !ok {
+		return err
 	}
+	defer panicOnFault()()
+	defer recoverCorrupt(&err)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { return readBucket(b) })
+	})
+}
+
+// readBucket touches every key and value of b and its nested buckets.
+func readBucket(b *bbolt.Bucket) error {
+	var sink byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			if nb := b.Bucket(k); nb != nil {
+				if err := readBucket(nb); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		sink ^= k[0] ^ k[len(k)-1]
+		if len(v) > 0 {
+			sink ^= v[0] ^ v[len(v)-1]
+		}
+	}
+	_ = sink
+	return nil
 }
 
 // newRaft turns a panic while reading a damaged log into an error, so that a corrupt data dir is
 // reported at start-up instead of crashing the process with a stack trace.
 func newRaft(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("raft state is corrupt: %v", p)
-		}
-	}()
+	defer panicOnFault()()
+	defer recoverCorrupt(&err)
 	return raft.NewRaft(rc, f, logs, stable, snaps, trans)
 }
 

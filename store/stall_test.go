@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +48,7 @@ func (l *stallingLogs) wait() {
 	}
 }
 
-var errDiskFull = errors.New("no space left on device")
+var errDiskFull error = syscall.ENOSPC
 
 func (l *stallingLogs) StoreLog(log *raft.Log) error {
 	return l.StoreLogs([]*raft.Log{log})
@@ -172,13 +174,17 @@ func TestFollowerWithAFullDiskReportsReadyAndFresh(t *testing.T) {
 	mu.Unlock()
 	ctx := ctxT(t)
 	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; fs.Ready() == nil; i++ { // writes keep coming; the follower's log has stopped
-		require.True(t, time.Now().Before(deadline), "a follower whose log stopped still reports ready")
+	behind := func() bool {
+		err := fs.Ready()
+		return err != nil && strings.Contains(err.Error(), "behind the leader")
+	}
+	for i := 0; !behind(); i++ { // writes keep coming; the follower's log has stopped
+		require.True(t, time.Now().Before(deadline), "a follower whose log stopped never reports that it is behind")
 		_, err := c.nodes[leader].store.Put(ctx, fmt.Sprint("k", i), []byte("v"), Precondition{})
 		require.NoError(t, err, "the other two still make a quorum")
 	}
 	require.ErrorIs(t, fs.Ready(), ErrNotReady)
-	require.ErrorContains(t, fs.Ready(), "behind the leader")
+	require.ErrorIs(t, fs.Ready(), ErrDiskFull, "the reason is named")
 	info := fs.StaleInfo()
 	require.False(t, info.NoContact)
 	require.Greater(t, info.LastContact, 500*time.Millisecond, "stale reads must not claim freshness the node lacks")
@@ -189,4 +195,53 @@ func TestFollowerWithAFullDiskReportsReadyAndFresh(t *testing.T) {
 	require.Eventually(t, func() bool { return fs.Ready() == nil }, 10*time.Second, 20*time.Millisecond,
 		"ready again once it has caught up")
 	require.Less(t, fs.StaleInfo().LastContact, 5*time.Second)
+}
+
+// A leader whose disk stalled stayed leader: Raft's heartbeats, sent beside the blocked leader loop,
+// kept its followers content, every write timed out, /readyz said ready and the leader logged nothing.
+func TestLeaderWithStalledDiskStaysLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	var mu sync.Mutex
+	logs := map[string]*stallingLogs{}
+	c.configure = func(id string, cfg *Config) {
+		cfg.DiskStallTimeout = time.Second
+		cfg.wrapLogStore = func(ls raft.LogStore) raft.LogStore {
+			mu.Lock()
+			defer mu.Unlock()
+			logs[id] = &stallingLogs{LogStore: ls}
+			return logs[id]
+		}
+	}
+	c.startCluster(3)
+	old := c.leader()
+	os := c.nodes[old].store
+	mu.Lock()
+	resume := logs[old].stall()
+	mu.Unlock()
+	t.Cleanup(resume) // Close needs Raft's leader loop back
+
+	go func() { // takes the leader loop into the stalled disk
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		os.Put(ctx, "stuck", []byte("v"), Precondition{})
+	}()
+	require.Eventually(t, func() bool { return errors.Is(os.Ready(), ErrDiskStalled) }, waitFor, 20*time.Millisecond,
+		"the stalled leader still says ready")
+	require.ErrorIs(t, os.Ready(), ErrNotReady)
+	nl := c.leader(old)
+	_, err := c.nodes[nl].store.Put(ctxT(t), "after", []byte("v"), Precondition{})
+	require.NoError(t, err, "the others elected a leader and commit without the stalled one")
+	c.log.mu.Lock()
+	require.Contains(t, c.log.buf.String(), "this leader's disk stalled")
+	c.log.mu.Unlock()
+
+	resume()
+	require.Eventually(t, func() bool { return !os.isLeader() && os.Ready() == nil }, waitFor, 20*time.Millisecond,
+		"the old leader steps down and catches up once its disk is back")
+	e, err := os.Get(ctxT(t), "after", Linearizable)
+	require.NoError(t, err)
+	require.Equal(t, "v", string(e.Value))
 }

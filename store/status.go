@@ -91,6 +91,10 @@ func (s *Store) Ready() error {
 	if err := s.Failure(); err != nil {
 		return err
 	}
+	now := time.Now()
+	if err := s.diskStall(now); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
 	_, leaderID := s.raft.LeaderWithID()
 	if leaderID == "" {
 		return fmt.Errorf("%w: no known leader", ErrNotReady)
@@ -102,7 +106,11 @@ func (s *Store) Ready() error {
 	if _, ok := servers[raft.ServerID(s.cfg.NodeID)]; !ok {
 		return fmt.Errorf("%w: not a member of the raft configuration (yet)", ErrNotReady)
 	}
+	fault := s.disk.logFault(now)
 	if s.isLeader() {
+		if fault != nil {
+			return fmt.Errorf("%w: %w", ErrNotReady, fault)
+		}
 		if s.readyTerm.Load() != s.raft.CurrentTerm() {
 			return fmt.Errorf("%w: new leader has not committed in its term yet", ErrNotReady)
 		}
@@ -114,8 +122,14 @@ func (s *Store) Ready() error {
 	if commit, applied := s.raft.CommitIndex(), s.raft.AppliedIndex(); commit > applied+readyMaxLag {
 		return fmt.Errorf("%w: catching up (applied %d of %d)", ErrNotReady, applied, commit)
 	}
-	if lag := s.progress.behind(time.Now(), s.raft.AppliedIndex()); lag != "" {
+	lag := s.progress.behind(now, s.raft.AppliedIndex())
+	switch {
+	case lag != "" && fault != nil:
+		return fmt.Errorf("%w: behind the leader: %s: %w", ErrNotReady, lag, fault)
+	case lag != "":
 		return fmt.Errorf("%w: behind the leader: %s", ErrNotReady, lag)
+	case fault != nil:
+		return fmt.Errorf("%w: %w", ErrNotReady, fault)
 	}
 	return nil
 }

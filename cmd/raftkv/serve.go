@@ -41,8 +41,9 @@ SIGINT/SIGTERM stop the node gracefully: in-flight requests finish, Raft and Bol
 The node stays a member (a restart rejoins) unless --leave-on-terminate is set.
 
 Exit status: 0 after a signal; 3 when the node cannot start or the HTTP server fails; 4 when the node
-stopped because its data failed an integrity check (a damaged log entry), or cannot start on its data
-dir as it is (another node's, corrupt, in use, or partly wiped): the log says what to do.`
+stopped because its data failed an integrity check (a damaged log entry) or its disk failed it (full,
+read-only, I/O error), or cannot start on its data dir as it is (another node's, corrupt, in use, partly
+wiped, or on a full, read-only or failing disk): the log says what happened and what to do.`
 
 type serveFlags struct {
 	id, dataDir                                 string
@@ -65,6 +66,7 @@ type serveFlags struct {
 	dedupMaxKeys                                int
 	tls                                         tlsFlags
 	aclEnabled                                  bool
+	diskStallTimeout                            time.Duration
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -101,6 +103,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.IntVar(&f.maxWatches, "max-watches", httpapi.DefaultMaxWatches, "most watch streams one node serves at once")
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares and ops in one transaction")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", store.DefaultDedupWindow, "how long a write's Idempotency-Key is remembered: a retry within it returns the first outcome (the leader's value applies)")
+	fs.DurationVar(&f.diskStallTimeout, "disk-stall-timeout", store.DefaultDiskStallTimeout, "a raft log write running longer than this is a stalled disk: the node reports not ready and, as leader, stops heartbeats so that another is elected")
 	fs.IntVar(&f.dedupMaxKeys, "dedup-max-keys", store.DefaultDedupMaxKeys, "most Idempotency-Keys remembered at once (the oldest go first)")
 	f.tls.register(fs)
 	f.tls.registerPeer(fs)
@@ -285,6 +288,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		MaxValueSize:       f.maxValueSize,
 		DedupWindow:        f.dedupWindow,
 		DedupMaxKeys:       f.dedupMaxKeys,
+		DiskStallTimeout:   f.diskStallTimeout,
 		PeerTLS:            peerTLS,
 		GossipKeys:         gossipKeys,
 		GossipPlaintextIn:  !f.tls.gossipVerifyIncoming,
