@@ -66,6 +66,11 @@ type FSM struct {
 	bytes  atomic.Int64
 	writes atomic.Uint64
 
+	// stateHash is the running hash of the keyspace and marks its value at recent write indexes
+	// (statehash.go); both under mu.
+	stateHash uint64
+	marks     [hashHistory]hashMark
+
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed when applied advances; nil while nobody waits
 
@@ -214,6 +219,7 @@ func (f *FSM) applyWriteLocked(logIndex uint64, cmd Command) Result {
 		if f.sink != nil {
 			f.sink.Changed(index, changes)
 		}
+		f.markLocked(index)
 		f.lastWrite.Store(index)
 	}()
 	f.writes.Add(1)
@@ -307,9 +313,11 @@ func (f *FSM) putEntryLocked(key string, value []byte, index uint64, old Entry, 
 	if found {
 		e.CreateIndex = old.CreateIndex
 		f.bytes.Add(-entrySize(old))
+		f.stateHash -= entryHash(old)
 	}
 	f.tree.ReplaceOrInsert(e)
 	f.bytes.Add(entrySize(e))
+	f.stateHash += entryHash(e)
 	return putChange(e, old, found)
 }
 
@@ -318,6 +326,7 @@ func (f *FSM) deleteLocked(old Entry, index uint64) Change {
 	f.forgetOwnerLocked(old)
 	f.tree.Delete(old)
 	f.bytes.Add(-entrySize(old))
+	f.stateHash -= entryHash(old)
 	return deleteChange(old, index)
 }
 

@@ -301,7 +301,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if applied := f.applied.Load(); s.applied < applied {
 		return fmt.Errorf("%w: the snapshot is at index %d, this node has applied %d", ErrStaleSnapshot, s.applied, applied)
 	}
-	size := treeSize(s.tree)
+	size, hash := treeSize(s.tree), treeHash(s.tree)
 	f.mu.Lock()
 	f.tree, f.members, f.dedup = s.tree, s.members, s.dedup
 	f.acl.Store(s.acl)
@@ -322,6 +322,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.sessSink.SessionsRestored(restored)
 	}
 	f.bytes.Store(size)
+	f.stateHash = hash
+	f.marks = [hashHistory]hashMark{}
+	f.markLocked(s.lastWrite)
 	f.lastWrite.Store(s.lastWrite)
 	if f.sink != nil {
 		f.sink.Restored(s.lastWrite)

@@ -197,7 +197,7 @@ func (n *Node) ObserveACLDenial(code string) {
 type stateCollector struct {
 	src                                                       Source
 	hasLeader, isLeader, term, commit, applied, last, writeIx *prometheus.Desc
-	ready, integrity, diskStalled                             *prometheus.Desc
+	ready, integrity, diskStalled, diverged                   *prometheus.Desc
 	appliedWrites, pending, keys, bytes, servers, members     *prometheus.Desc
 	sessions, sessionsExpired                                 *prometheus.Desc
 }
@@ -213,6 +213,7 @@ func newStateCollector(src Source) *stateCollector {
 		ready:         d("raftkv_server_ready", "1 if /readyz answers 200 (a caught-up member with a leader), else 0."),
 		integrity:     d("raftkv_server_integrity_failed", "1 if this node stopped serving on a fault it cannot serve through (a log entry that failed its checksum, a failed write of Raft's term or vote), else 0; its log says which."),
 		diskStalled:   d("raftkv_server_disk_stalled", "1 while a write to this node's raft log has run longer than --disk-stall-timeout, else 0."),
+		diverged:      d("raftkv_server_state_diverged", "1 if the leader's corruption check found this node's state to differ from the majority's at the same index (or, on the leader, found no majority), else 0."),
 		term:          d("raftkv_server_term", "Current Raft term."),
 		commit:        d("raftkv_server_commit_index", "Raft commit index as this node knows it."),
 		applied:       d("raftkv_server_applied_index", "Raft index this node has applied."),
@@ -231,7 +232,7 @@ func newStateCollector(src Source) *stateCollector {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.ready, c.integrity, c.diskStalled, c.term, c.commit, c.applied, c.last,
+	for _, d := range []*prometheus.Desc{c.hasLeader, c.isLeader, c.ready, c.integrity, c.diskStalled, c.diverged, c.term, c.commit, c.applied, c.last,
 		c.writeIx, c.appliedWrites, c.pending, c.keys, c.bytes, c.servers, c.members, c.sessions, c.sessionsExpired} {
 		ch <- d
 	}
@@ -254,6 +255,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.ready, b2f(m.Ready))
 	g(c.integrity, b2f(m.IntegrityFailed))
 	g(c.diskStalled, b2f(m.DiskStalled))
+	g(c.diverged, b2f(m.StateDiverged))
 	g(c.term, float64(m.Term))
 	g(c.commit, float64(m.CommitIndex))
 	g(c.applied, float64(m.AppliedIndex))

@@ -87,7 +87,9 @@ func (c *testCluster) start(id string, expect int, join ...string) *Store {
 		RequestTimeout:      3 * time.Second,
 		ReconcileInterval:   200 * time.Millisecond,
 		GossipProbeInterval: 200 * time.Millisecond,
-		Logger:              logger,
+		// Often, so that every test here also shows the check raises no false alarm.
+		CorruptCheckInterval: 300 * time.Millisecond,
+		Logger:               logger,
 	}
 	if c.configure != nil {
 		c.configure(id, &cfg)

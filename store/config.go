@@ -48,6 +48,9 @@ type Config struct {
 	// DiskStallTimeout: a raft log write running longer than this is a stalled disk: the node reports
 	// not ready, and a leader stops sending heartbeats so that the others elect another (stall.go).
 	DiskStallTimeout time.Duration
+	// CorruptCheckInterval: how often the leader compares the members' state hashes (corruptcheck.go);
+	// 0 takes the default, a negative value turns the check off.
+	CorruptCheckInterval time.Duration
 
 	// PeerTLS, when set, runs the node port over mutual TLS with this node certificate and cluster CA:
 	// only nodes with a certificate from the CA connect, a dialer checks that the node it reached holds
@@ -112,6 +115,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.CorruptCheckInterval == 0 {
+		c.CorruptCheckInterval = DefaultCorruptCheckInterval
 	}
 	if c.DiskStallTimeout == 0 {
 		c.DiskStallTimeout = DefaultDiskStallTimeout

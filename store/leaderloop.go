@@ -70,6 +70,12 @@ func (s *Store) leaderLoop(ctx context.Context) {
 		s.sessions.Run(ctx, s.readyTerm.Load(), sessionProposer{s})
 	}()
 	defer sessionsDone.Wait()
+	checks := make(chan struct{})
+	go func() {
+		defer close(checks)
+		s.corruptCheckLoop(ctx)
+	}()
+	defer func() { <-checks }()
 	ticker := time.NewTicker(s.cfg.ReconcileInterval)
 	defer ticker.Stop()
 	for {

@@ -46,6 +46,7 @@ type MetricsState struct {
 	Ready               bool // what /readyz says
 	IntegrityFailed     bool // the node stopped serving (Failure): a log entry that failed its checksum, a storage fault
 	DiskStalled         bool // a raft log write has run longer than Config.DiskStallTimeout (stall.go)
+	StateDiverged       bool // the corruption check found this node's state, or the members', to differ
 	Term                uint64
 	CommitIndex         uint64
 	AppliedIndex        uint64 // raft's applied index
@@ -71,6 +72,7 @@ func (s *Store) Metrics() MetricsState {
 		Ready:            s.Ready() == nil,
 		IntegrityFailed:  s.Failure() != nil,
 		DiskStalled:      s.diskStall(time.Now()) != nil,
+		StateDiverged:    s.divergedFlag.Load(),
 		Term:             s.raft.CurrentTerm(),
 		CommitIndex:      s.raft.CommitIndex(),
 		AppliedIndex:     s.raft.AppliedIndex(),

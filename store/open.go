@@ -68,6 +68,8 @@ type Store struct {
 
 	// heartbeatsMuted: this leader's disk has stalled; its transport sends no AppendEntries (stall.go).
 	heartbeatsMuted atomic.Bool
+	// divergedFlag: the corruption check found this node's state (or the members') to differ.
+	divergedFlag atomic.Bool
 
 	// failErr is set once, when the node stops serving for good (see fail); failCh is closed then.
 	failOnce sync.Once

@@ -21,7 +21,9 @@ const (
 	rpcRemoveForce = "remove-force"
 	rpcHealth      = "health" // resp: the callee's term, last and applied index, last leader contact
 	// rpcKeyring changes the callee's gossip keyring (store/keyring.go).
-	rpcKeyring = "keyring"
+	rpcKeyring   = "keyring"
+	rpcStateHash = "statehash" // req: a write index; resp: the callee's state hash there (corruptcheck.go)
+	rpcDiverged  = "diverged"  // req: index, the callee's hash, the majority's: the callee diverged
 )
 
 // errNotLeader means "ask the current leader instead": the request had no effect.
@@ -188,6 +190,14 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		return encodeResponse(nil, encodeStats(s.localStats())), nil
 	case rpcKeyring:
 		return s.handleKeyringRPC(req), nil
+	case rpcStateHash:
+		x, err := decodeUvarint(req)
+		if err != nil {
+			return encodeResponse(fmt.Errorf("%w: %v", ErrInvalid, err), nil), nil
+		}
+		return encodeResponse(nil, s.stateHashAt(ctx, x)), nil
+	case rpcDiverged:
+		return encodeResponse(s.handleDiverged(req), nil), nil
 	case rpcRemove, rpcRemoveForce:
 		return encodeResponse(s.removeLocal(ctx, string(req), method == rpcRemoveForce), nil), nil
 	default:

@@ -66,7 +66,7 @@ type serveFlags struct {
 	dedupMaxKeys                                int
 	tls                                         tlsFlags
 	aclEnabled                                  bool
-	diskStallTimeout                            time.Duration
+	diskStallTimeout, corruptCheckInterval      time.Duration
 }
 
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
@@ -104,6 +104,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.IntVar(&f.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares and ops in one transaction")
 	fs.DurationVar(&f.dedupWindow, "dedup-window", store.DefaultDedupWindow, "how long a write's Idempotency-Key is remembered: a retry within it returns the first outcome (the leader's value applies)")
 	fs.DurationVar(&f.diskStallTimeout, "disk-stall-timeout", store.DefaultDiskStallTimeout, "a raft log write running longer than this is a stalled disk: the node reports not ready and, as leader, stops heartbeats so that another is elected")
+	fs.DurationVar(&f.corruptCheckInterval, "corrupt-check-interval", store.DefaultCorruptCheckInterval, "how often the leader compares a hash of every member's keyspace at the same index; a member that differs from the majority stops serving (negative: off)")
 	fs.IntVar(&f.dedupMaxKeys, "dedup-max-keys", store.DefaultDedupMaxKeys, "most Idempotency-Keys remembered at once (the oldest go first)")
 	f.tls.register(fs)
 	f.tls.registerPeer(fs)
@@ -271,31 +272,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	hub := watch.New(watch.Config{History: f.watchHistory, HistoryBytes: f.watchHistoryBytes})
 	st, err := store.Open(store.Config{
-		NodeID:             f.id,
-		DataDir:            f.dataDir,
-		RaftAddr:           f.raftAddr,
-		RaftAdvertise:      f.advertiseRaft,
-		GossipAddr:         f.gossipAddr,
-		GossipAdvertise:    f.advertiseGoss,
-		HTTPAdvertise:      advertisedHTTP(&f),
-		Join:               join,
-		BootstrapExpect:    f.bootstrapExpect,
-		LeaveOnTerminate:   f.leaveOnTerminate,
-		SnapshotThreshold:  f.snapshotThreshold,
-		SnapshotInterval:   f.snapshotInterval,
-		TrailingLogs:       f.trailingLogs,
-		RequestTimeout:     f.requestTimeout,
-		MaxValueSize:       f.maxValueSize,
-		DedupWindow:        f.dedupWindow,
-		DedupMaxKeys:       f.dedupMaxKeys,
-		DiskStallTimeout:   f.diskStallTimeout,
-		PeerTLS:            peerTLS,
-		GossipKeys:         gossipKeys,
-		GossipPlaintextIn:  !f.tls.gossipVerifyIncoming,
-		GossipPlaintextOut: !f.tls.gossipVerifyOut,
-		Logger:             logger,
-		Observer:           mx,
-		Changes:            hub,
+		NodeID:               f.id,
+		DataDir:              f.dataDir,
+		RaftAddr:             f.raftAddr,
+		RaftAdvertise:        f.advertiseRaft,
+		GossipAddr:           f.gossipAddr,
+		GossipAdvertise:      f.advertiseGoss,
+		HTTPAdvertise:        advertisedHTTP(&f),
+		Join:                 join,
+		BootstrapExpect:      f.bootstrapExpect,
+		LeaveOnTerminate:     f.leaveOnTerminate,
+		SnapshotThreshold:    f.snapshotThreshold,
+		SnapshotInterval:     f.snapshotInterval,
+		TrailingLogs:         f.trailingLogs,
+		RequestTimeout:       f.requestTimeout,
+		MaxValueSize:         f.maxValueSize,
+		DedupWindow:          f.dedupWindow,
+		DedupMaxKeys:         f.dedupMaxKeys,
+		DiskStallTimeout:     f.diskStallTimeout,
+		CorruptCheckInterval: f.corruptCheckInterval,
+		PeerTLS:              peerTLS,
+		GossipKeys:           gossipKeys,
+		GossipPlaintextIn:    !f.tls.gossipVerifyIncoming,
+		GossipPlaintextOut:   !f.tls.gossipVerifyOut,
+		Logger:               logger,
+		Observer:             mx,
+		Changes:              hub,
 	})
 	if err != nil {
 		ln.Close()
