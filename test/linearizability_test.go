@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,95 +23,34 @@ const (
 	linCheckTimeout   = 30 * time.Second
 )
 
-// linClient is one workload client: it sends each request to a random node and records it.
-type linClient struct {
-	id      int
-	rng     *rand.Rand
-	nodes   []*harness.Client // one per node, own connections
-	names   []string
-	rec     *lincheck.Recorder
-	lastMod map[string]uint64 // last modify index this client saw per key (0: absent/unknown)
-	seq     int
-	stats   *linStats
-}
-
 type linStats struct {
 	reads, readsDropped                           atomic.Int64
 	writesOK, writesMismatch, writesDropped, lost atomic.Int64
 }
 
+// linClient is one workload client (harness.LinClient): it sends each request to a random node.
+type linClient struct {
+	rng   *rand.Rand
+	lin   *harness.LinClient
+	nodes []*harness.Client // one per node, own connections
+	names []string
+	stats *linStats
+}
+
 func (lc *linClient) step(keys []string) {
-	key := keys[lc.rng.IntN(len(keys))]
 	n := lc.rng.IntN(len(lc.nodes))
-	node, name := lc.nodes[n], lc.names[n]
-	lc.seq++
-	value := fmt.Sprintf("c%d-%d", lc.id, lc.seq)
-
-	var in lincheck.Input
-	var send func() *harness.Response
-	switch p := lc.rng.IntN(100); {
-	case p < 40:
-		in = lincheck.Input{Kind: lincheck.Get, Key: key}
-		send = func() *harness.Response { return node.Get(key) }
-		if lc.rng.IntN(4) == 0 { // a read-only transaction is a linearizable read too
-			send = func() *harness.Response { return node.TxnGet(key) }
-		}
-	case p < 65:
-		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value}
-		send = func() *harness.Response { return node.Put(key, []byte(value)) }
-	case p < 85:
-		expected := lc.lastMod[key]
-		if lc.rng.IntN(5) == 0 { // sometimes a deliberately unlikely guess
-			expected = uint64(lc.rng.IntN(3))
-		}
-		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value, CAS: true, Expected: expected}
-		send = func() *harness.Response { return node.CAS(key, expected, []byte(value)) }
-		if lc.rng.IntN(2) == 0 { // the same cas as a transaction: its outcome must fit the same history
-			send = func() *harness.Response { return node.TxnCAS(key, expected, []byte(value)) }
-		}
-	default:
-		if expected := lc.lastMod[key]; expected != 0 && lc.rng.IntN(2) == 0 {
-			in = lincheck.Input{Kind: lincheck.Delete, Key: key, CAS: true, Expected: expected}
-			send = func() *harness.Response { return node.DeleteCAS(key, expected) }
-		} else {
-			in = lincheck.Input{Kind: lincheck.Delete, Key: key}
-			send = func() *harness.Response { return node.Delete(key) }
-		}
-	}
-
-	call := lc.rec.Begin(lc.id, in, name)
-	r := send()
-	if in.Kind == lincheck.Get {
-		switch {
-		case r.Err == nil && r.Status == http.StatusOK:
-			call.Return(lincheck.Output{Status: lincheck.OK, Found: true, Value: string(r.Body), ModIndex: r.ModIndex, CreateIndex: r.CreateIndex})
-			lc.lastMod[key] = r.ModIndex
-			lc.stats.reads.Add(1)
-		case r.Err == nil && r.Status == http.StatusNotFound && r.Code == "key_not_found":
-			call.Return(lincheck.Output{Status: lincheck.OK})
-			lc.lastMod[key] = 0
-			lc.stats.reads.Add(1)
-		default: // a failed read had no effect: drop it
-			lc.stats.readsDropped.Add(1)
-		}
-		return
-	}
-	switch r.Outcome() {
-	case harness.Applied:
-		call.Return(lincheck.Output{Status: lincheck.OK, Index: r.Index, Deleted: r.Deleted})
-		lc.lastMod[key] = r.Index
-		if in.Kind == lincheck.Delete {
-			lc.lastMod[key] = 0
-		}
+	switch lc.lin.Step(lc.nodes[n], lc.names[n], keys) {
+	case harness.Read:
+		lc.stats.reads.Add(1)
+	case harness.ReadFailed:
+		lc.stats.readsDropped.Add(1)
+	case harness.Wrote:
 		lc.stats.writesOK.Add(1)
-	case harness.CASFailed:
-		call.Return(lincheck.Output{Status: lincheck.Mismatch, Current: r.CurrentIndex})
-		lc.lastMod[key] = r.CurrentIndex
+	case harness.Mismatched:
 		lc.stats.writesMismatch.Add(1)
-	case harness.NoEffect:
+	case harness.WriteNoEffect:
 		lc.stats.writesDropped.Add(1)
-	case harness.Indeterminate:
-		call.Indeterminate()
+	case harness.WriteIndeterminate:
 		lc.stats.lost.Add(1)
 	}
 }
@@ -136,7 +74,8 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for id := 0; id < linClients; id++ {
-		lc := &linClient{id: id, rng: rand.New(rand.NewPCG(seed, uint64(id+1))), rec: rec, lastMod: map[string]uint64{}, stats: stats}
+		rng := rand.New(rand.NewPCG(seed, uint64(id+1)))
+		lc := &linClient{rng: rng, lin: harness.NewLinClient(id, rng, rec), stats: stats}
 		for i := 0; i < c.Size(); i++ {
 			lc.nodes = append(lc.nodes, harness.NewClient(c.Node(i).HTTPAddr, linRequestTimeout))
 			lc.names = append(lc.names, c.Node(i).ID)

@@ -66,7 +66,8 @@ func StartWorkload(c *Cluster, cfg WorkloadConfig) *Workload {
 	w := &Workload{c: c, cfg: cfg, rec: lincheck.NewRecorder(), start: time.Now(), stop: make(chan struct{}),
 		acked: map[string]ledgerWrite{}, maybe: map[string]string{}}
 	for id := 0; id < cfg.Clients; id++ {
-		lc := &linClient{w: w, id: id, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id+1))), lastMod: map[string]uint64{}}
+		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(id+1)))
+		lc := &linClient{w: w, rng: rng, lin: harness.NewLinClient(id, rng, w.rec)}
 		w.loop(lc.step)
 	}
 	for id := 0; id < cfg.LedgerWatchers; id++ {
@@ -154,13 +155,11 @@ func (w *Workload) keys() []string {
 }
 
 // linClient is one workload client: random operations on the current keys, each to a random node,
-// recorded in the history.
+// recorded in the history (harness.LinClient, the same client as the process tests').
 type linClient struct {
-	w       *Workload
-	id      int
-	rng     *rand.Rand
-	lastMod map[string]uint64 // the last modify index this client saw per key (0: absent or unknown)
-	seq     int
+	w   *Workload
+	rng *rand.Rand
+	lin *harness.LinClient
 }
 
 func (lc *linClient) step() bool {
@@ -169,87 +168,25 @@ func (lc *linClient) step() bool {
 	if node == nil {
 		return false
 	}
-	keys := w.keys()
-	key := keys[lc.rng.IntN(len(keys))]
-	lc.seq++
-	value := fmt.Sprintf("c%d-%d", lc.id, lc.seq)
-
-	var in lincheck.Input
-	var send func() *harness.Response
-	switch p := lc.rng.IntN(100); {
-	case p < 40:
-		in = lincheck.Input{Kind: lincheck.Get, Key: key}
-		send = func() *harness.Response { return cl.Get(key) }
-		if lc.rng.IntN(4) == 0 { // a read-only transaction is a linearizable read too
-			send = func() *harness.Response { return cl.TxnGet(key) }
-		}
-	case p < 65:
-		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value}
-		send = func() *harness.Response { return cl.Put(key, []byte(value)) }
-	case p < 85:
-		expected := lc.lastMod[key]
-		if lc.rng.IntN(5) == 0 { // now and then a guess that is most likely wrong
-			expected = uint64(lc.rng.IntN(3))
-		}
-		in = lincheck.Input{Kind: lincheck.Put, Key: key, Value: value, CAS: true, Expected: expected}
-		send = func() *harness.Response { return cl.CAS(key, expected, []byte(value)) }
-		if lc.rng.IntN(2) == 0 { // the same cas as a transaction: its outcome must fit the same history
-			send = func() *harness.Response { return cl.TxnCAS(key, expected, []byte(value)) }
-		}
-	default:
-		if expected := lc.lastMod[key]; expected != 0 && lc.rng.IntN(2) == 0 {
-			in = lincheck.Input{Kind: lincheck.Delete, Key: key, CAS: true, Expected: expected}
-			send = func() *harness.Response { return cl.DeleteCAS(key, expected) }
-		} else {
-			in = lincheck.Input{Kind: lincheck.Delete, Key: key}
-			send = func() *harness.Response { return cl.Delete(key) }
-		}
-	}
-
 	start := time.Now()
-	call := w.rec.Begin(lc.id, in, node.ID)
-	r := send()
-	if in.Kind == lincheck.Get {
-		switch {
-		case r.Err == nil && r.Status == http.StatusOK:
-			call.Return(lincheck.Output{Status: lincheck.OK, Found: true, Value: string(r.Body), ModIndex: r.ModIndex, CreateIndex: r.CreateIndex})
-			lc.lastMod[key] = r.ModIndex
-		case r.Err == nil && r.Status == http.StatusNotFound && r.Code == "key_not_found":
-			call.Return(lincheck.Output{Status: lincheck.OK})
-			lc.lastMod[key] = 0
-		default: // a failed read has no effect: it is not part of the history
-			w.failed.Add(1)
-			return false
-		}
+	switch lc.lin.Step(cl, node.ID, w.keys()) {
+	case harness.Read:
 		w.ok.Add(1)
 		w.reads.Add(1)
-		w.observe(start, true)
-		return true
-	}
-	switch r.Outcome() {
-	case harness.Applied:
-		call.Return(lincheck.Output{Status: lincheck.OK, Index: r.Index, Deleted: r.Deleted})
-		lc.lastMod[key] = r.Index
-		if in.Kind == lincheck.Delete {
-			lc.lastMod[key] = 0
-		}
+	case harness.Wrote:
 		w.ok.Add(1)
 		w.writes.Add(1)
-		w.observe(start, true)
-	case harness.CASFailed:
-		call.Return(lincheck.Output{Status: lincheck.Mismatch, Current: r.CurrentIndex})
-		lc.lastMod[key] = r.CurrentIndex
+	case harness.Mismatched:
 		w.ok.Add(1)
 		w.mismatches.Add(1)
-		w.observe(start, true)
-	case harness.NoEffect:
+	case harness.ReadFailed, harness.WriteNoEffect:
 		w.failed.Add(1)
 		return false
-	case harness.Indeterminate:
-		call.Indeterminate()
+	case harness.WriteIndeterminate:
 		w.indeterminate.Add(1)
 		return false
 	}
+	w.observe(start, true)
 	return true
 }
 
