@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -323,8 +324,13 @@ func newBoltStore(path string) (_ *raftboltdb.BoltStore, err error) {
 // nobody can recover, read it. It costs one pass over the file at start-up; the log is bounded by
 // snapshots, so that is milliseconds for a typical data dir.
 func checkBolt(path string) (err error) {
-	if ok, err := fileExists(path); err != nil || !ok {
+	switch fi, err := os.Stat(path); {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
 		return err
+	case fi.Size() == 0:
+		return nil // created and not yet initialized (a crash right after): the read-write open does that
 	}
 	defer panicOnFault()()
 	defer recoverCorrupt(&err)

@@ -140,3 +140,13 @@ func TestReadOnlyDiskPanicsTheNodeAtTheNextElection(t *testing.T) {
 	c.leader(victim)
 	c.stop(victim)
 }
+
+// A raft.db created and never initialized (a crash right after creating it) is a fresh log, not a
+// damaged one.
+func TestEmptyRaftDBIsAFreshLog(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, raftDBFile), nil, 0o600))
+	b, err := openBolt(dir)
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+}
