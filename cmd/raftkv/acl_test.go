@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -97,4 +98,28 @@ func TestACLCommands(t *testing.T) {
 	assert.Equal(t, []string{"app", "ops", "x"}, tokReq.Policies)
 	assert.Equal(t, "DELETE /v1/acl/policies/app", f.paths[5])
 	assert.Equal(t, "DELETE /v1/acl/tokens/a-2", f.paths[6])
+}
+
+// cluster ready probes /readyz, which needs no token: a healthcheck works with ACLs on.
+func TestClusterReadyNeedsNoToken(t *testing.T) {
+	var notReady atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		assert.Equal(t, "/readyz", r.URL.Path)
+		w.Header().Set("Content-Type", "application/json")
+		if notReady.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"node not ready: no known leader","code":"not_ready","ready":false}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"ready":true}`))
+	}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	code, out, stderr := runCmd(t, "cluster", "ready", "--addr", addr)
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "ready")
+	notReady.Store(true)
+	code, _, stderr = runCmd(t, "cluster", "ready", "--addr", addr)
+	assert.Equal(t, exitUnavailable, code)
+	assert.Contains(t, stderr, "no known leader")
 }

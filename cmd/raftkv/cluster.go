@@ -16,6 +16,7 @@ const clusterUsage = `Usage: raftkv cluster <command> [flags] [args]
 
 Commands:
   status             show the leader, term, indexes and members as seen by the answering node
+  ready              exit 0 when the --addr node is ready (GET /readyz; needs no token: for healthchecks)
   join ADDR[,ADDR]   make the --addr node(s) gossip-join the cluster that ADDR (a gossip address) belongs to
   leave              make the --addr node leave the cluster gracefully (exactly one --addr)
   remove ID          remove member ID from the cluster (e.g. a node that died for good)
@@ -31,6 +32,8 @@ func runCluster(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	switch args[0] {
 	case "status":
 		return runClusterStatus(ctx, args[1:], stdin, stdout, stderr)
+	case "ready":
+		return runClusterReady(ctx, args[1:], stdout, stderr)
 	case "join":
 		return runClusterJoin(ctx, args[1:], stdin, stdout, stderr)
 	case "leave":
@@ -78,6 +81,33 @@ applied indexes, and every member with its Raft suffrage, gossip state and addre
 		return exitOK
 	}
 	renderStatus(stdout, st)
+	return exitOK
+}
+
+func runClusterReady(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("cluster ready", "cluster ready [flags]", `
+Ask the first --addr node whether it is ready (GET /readyz: a member of a cluster with a leader, caught
+up with it): exit 0 when it is, 3 with the node's reason when not. It needs no token even with ACLs on,
+so container healthchecks can use it.`)
+	var cf clientFlags
+	cf.register(fs)
+	pos, code, ok := parseArgs(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return usageError(fs, stderr, "cluster ready takes no arguments")
+	}
+	c, err := cf.newClient(nil)
+	if err != nil {
+		return usageError(fs, stderr, "%v", err)
+	}
+	defer c.close()
+	if err := c.ready(ctx); err != nil {
+		fmt.Fprintf(stderr, "raftkv: cluster ready: %v\n", err)
+		return exitUnavailable
+	}
+	fmt.Fprintln(stdout, "ready")
 	return exitOK
 }
 
