@@ -46,6 +46,7 @@ Sessions, locks and elections:
 
 Cluster:
   cluster status      show the leader, term, indexes and members
+  cluster ready       exit 0 when the node is ready (/readyz; no token needed: healthchecks)
   cluster join ADDR   make the --addr node gossip-join the cluster at gossip address ADDR
   cluster leave       make the --addr node leave the cluster gracefully
   cluster remove ID   remove member ID (a node that died for good)
