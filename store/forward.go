@@ -17,9 +17,10 @@ import (
 
 const (
 	// maxForwardBatch and maxForwardBytes bound the writes that ride one RPC to the leader, by count
-	// and by their encoded size (far below transport.MaxFrame); a single larger write goes alone.
+	// and by their encoded size: maxForwardBytes of small writes and as much again of large ones
+	// (lanes.go), far below transport.MaxFrame; a single larger write still goes.
 	maxForwardBatch = 256
-	maxForwardBytes = 4 << 20
+	maxForwardBytes = 2 << 20
 	// forwardRPCsInFlight lets the next batch go out while one is being applied, so a batch never waits
 	// for a whole commit round before it is sent, yet concurrent writes still coalesce under load.
 	forwardRPCsInFlight = 2
@@ -109,7 +110,8 @@ func (f *forwarder) run() {
 	}
 }
 
-// take removes the next batch from the queue: writes for the same leader address, oldest first.
+// take removes the next batch from the queue: writes for the same leader address as the oldest, small
+// ones first, then large ones within their byte budget (pickBatch).
 func (f *forwarder) take() []*forwardedWrite {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -117,20 +119,13 @@ func (f *forwarder) take() []*forwardedWrite {
 		return nil
 	}
 	addr := f.queue[0].addr
-	var batch []*forwardedWrite
-	size := 0
-	rest := f.queue[:0]
-	for _, w := range f.queue {
-		if w.addr == addr && len(batch) < maxForwardBatch && (len(batch) == 0 || size+len(w.cmd) <= maxForwardBytes) {
-			w.taken = true
-			size += len(w.cmd)
-			batch = append(batch, w)
-		} else {
-			rest = append(rest, w)
-		}
+	batch, rest := pickBatch(f.queue, func(w *forwardedWrite) int { return len(w.cmd) },
+		func(w *forwardedWrite) bool { return w.addr == addr }, maxForwardBatch, maxForwardBytes)
+	for _, w := range batch {
+		w.taken = true
 	}
 	clear(f.queue[len(rest):])
-	f.queue = rest
+	f.queue = append(f.queue[:0], rest...)
 	if len(f.queue) > 0 {
 		select {
 		case f.kick <- struct{}{}:

@@ -66,8 +66,31 @@ func TestForwardBatchOfLargeWritesIsBoundedByCountNotBytes(t *testing.T) {
 			cmds[i] = w.cmd
 		}
 		require.LessOrEqual(t, len(encodeFrames(cmds)), transport.MaxFrame)
-		require.LessOrEqual(t, len(encodeFrames(cmds)), maxForwardBytes+len(cmds)*binary.MaxVarintLen64+binary.MaxVarintLen64)
+		require.LessOrEqual(t, len(encodeFrames(cmds)), 2*maxForwardBytes+len(cmds)*binary.MaxVarintLen64+binary.MaxVarintLen64)
 		sent += len(batch)
 	}
 	require.Equal(t, maxForwardBatch, sent, "every write is sent, in batches within the bound")
+}
+
+// Issue 11 item 9: a small write forwarded behind writes of 1 MiB rode an RPC only if the large writes
+// ahead of it left room in the byte budget; when they filled it exactly, it waited for them to reach the
+// leader and commit. It rides the next RPC, beside at most maxForwardBytes of large writes.
+func TestForwardedSmallWriteDoesNotQueueBehindLargeOnes(t *testing.T) {
+	f := newForwarder(&Store{})
+	var large []*forwardedWrite
+	for range 64 {
+		w := &forwardedWrite{addr: "leader", cmd: bytes.Repeat([]byte("v"), 1<<20), done: make(chan struct{})}
+		large = append(large, w)
+		f.queue = append(f.queue, w)
+	}
+	small := &forwardedWrite{addr: "leader", cmd: fsm.Command{Op: fsm.OpPut, Key: "small", Value: []byte("v")}.Encode(), done: make(chan struct{})}
+	other := &forwardedWrite{addr: "old-leader", cmd: fsm.Command{Op: fsm.OpPut, Key: "other", Value: []byte("v")}.Encode(), done: make(chan struct{})}
+	f.queue = append(f.queue, other, small)
+
+	batch := f.take()
+	require.Contains(t, batch, small, "the small write rides the first RPC")
+	require.NotContains(t, batch, other, "one RPC goes to one address")
+	require.Equal(t, append(large[:maxForwardBytes>>20:maxForwardBytes>>20], small), batch, "large writes within their byte budget, in order")
+	require.Equal(t, large[maxForwardBytes>>20], f.queue[0], "the large writes left keep their order")
+	require.Len(t, f.queue, 64-maxForwardBytes>>20+1)
 }

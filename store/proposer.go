@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +18,8 @@ const (
 	// out at once, so a lone client pays no batching delay. One slot beat two and four at put c=16 and
 	// c=128 (3 nodes on loopback, 2 cores): fewer, larger entries mean fewer BoltDB commits everywhere.
 	proposalsInFlight = 1
-	// maxBatchCommands and maxBatchBytes bound one entry; a single larger command still goes alone.
+	// maxBatchCommands and maxBatchBytes bound one entry: at most maxBatchBytes of small writes and as
+	// much again of large ones (lanes.go); a single larger command still goes, as the entry's only large one.
 	maxBatchCommands = 1024
 	maxBatchBytes    = 1 << 20
 )
@@ -142,8 +142,8 @@ func (p *proposer) release() []*proposal {
 	return p.takeLocked()
 }
 
-// takeLocked claims a slot and removes the next batch from the queue: the oldest writes, within the
-// size bounds. It returns nil when no slot is free or nothing waits.
+// takeLocked claims a slot and removes the next batch from the queue: the waiting small writes, then
+// large ones, within the size bounds (pickBatch). It returns nil when no slot is free or nothing waits.
 func (p *proposer) takeLocked() []*proposal {
 	if p.inFlight >= proposalsInFlight || len(p.queue) == 0 {
 		return nil
@@ -153,18 +153,13 @@ func (p *proposer) takeLocked() []*proposal {
 	if p.format.Load() < fsm.FormatBatch {
 		limit = 1
 	}
-	n, size := 0, 0
-	for _, w := range p.queue {
-		if n == limit || (n > 0 && size+len(w.cmd) > maxBatchBytes) {
-			break
-		}
-		size += len(w.cmd)
+	batch, rest := pickBatch(p.queue, func(w *proposal) int { return len(w.cmd) }, func(*proposal) bool { return true },
+		limit, maxBatchBytes)
+	for _, w := range batch {
 		w.taken = true
-		n++
 	}
-	batch := slices.Clone(p.queue[:n])
-	clear(p.queue[:n])
-	p.queue = append(p.queue[:0], p.queue[n:]...)
+	clear(p.queue[len(rest):])
+	p.queue = append(p.queue[:0], rest...)
 	return batch
 }
 

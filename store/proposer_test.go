@@ -57,11 +57,35 @@ func TestProposerBoundsABatch(t *testing.T) {
 	require.Len(t, p.queue, 5)
 
 	big := newProposal(bytes.Repeat([]byte("x"), maxBatchBytes+1))
+	big2 := newProposal(bytes.Repeat([]byte("x"), largeWrite))
 	p = batchingProposer()
-	p.queue = []*proposal{big}
-	ws := queued(p, 1)
-	require.Equal(t, []*proposal{big}, p.takeLocked(), "a command over the byte bound goes alone")
-	require.Equal(t, ws, p.release())
+	p.queue = []*proposal{big, big2}
+	require.Equal(t, []*proposal{big}, p.takeLocked(), "a command over the byte bound goes as the only large one")
+	require.Equal(t, []*proposal{big2}, p.release())
+}
+
+// Issue 11 item 9: 64 puts of 1 MiB queued ahead of a 100 B put made it wait for 64 commit rounds (3.2 s
+// on a follower). Small writes go into the next entry, with at most maxBatchBytes of large ones, and
+// the large ones keep their order.
+func TestProposerTakesSmallWritesAheadOfLargeOnes(t *testing.T) {
+	p := batchingProposer()
+	var large []*proposal
+	for range 64 {
+		w := newProposal(bytes.Repeat([]byte("x"), 1<<20))
+		large = append(large, w)
+		p.queue = append(p.queue, w)
+	}
+	small := queued(p, 2)
+	first := p.takeLocked()
+	require.Equal(t, []*proposal{large[0], small[0], small[1]}, first, "queue order within the batch; one large write fits the budget")
+	require.Equal(t, large[1:], p.queue)
+
+	late := queued(p, 1)
+	require.Equal(t, []*proposal{large[1], late[0]}, p.release(), "the small write that arrived meanwhile rides along")
+
+	p = batchingProposer()
+	p.queue = []*proposal{newProposal(bytes.Repeat([]byte("x"), largeWrite)), newProposal(bytes.Repeat([]byte("x"), largeWrite))}
+	require.Len(t, p.takeLocked(), 2, "large writes share an entry within the byte bound")
 }
 
 func TestProposerSendsSingleCommandsUntilBatchingIsOn(t *testing.T) {
