@@ -18,17 +18,24 @@ type Config struct {
 	NodeID  string
 	DataDir string
 
-	RaftAddr            string // bind address of the node-to-node port (Raft and internal RPC)
-	RaftAdvertise       string // address other nodes dial; empty = RaftAddr
-	GossipAddr          string // bind address for gossip (UDP and TCP)
-	GossipAdvertise     string
-	HTTPAdvertise       string   // published by gossip so that status can show every node's API address
-	Join                []string // gossip addresses of existing members
-	BootstrapExpect     int      // form a new cluster once this many nodes see each other (0: never)
-	LeaveOnTerminate    bool     // leave the cluster gracefully on Close (otherwise Close looks like a failure and the node stays a voter)
-	SnapshotThreshold   uint64
-	SnapshotInterval    time.Duration
-	TrailingLogs        uint64
+	RaftAddr          string // bind address of the node-to-node port (Raft and internal RPC)
+	RaftAdvertise     string // address other nodes dial; empty = RaftAddr
+	GossipAddr        string // bind address for gossip (UDP and TCP)
+	GossipAdvertise   string
+	HTTPAdvertise     string   // published by gossip so that status can show every node's API address
+	Join              []string // gossip addresses of existing members
+	BootstrapExpect   int      // form a new cluster once this many nodes see each other (0: never)
+	LeaveOnTerminate  bool     // leave the cluster gracefully on Close (otherwise Close looks like a failure and the node stays a voter)
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// SnapshotBytes and TrailingBytes bound the log by bytes as SnapshotThreshold and TrailingLogs do
+	// by entries (logbytes.go): a snapshot once the entries since the last one exceed SnapshotBytes, and
+	// at most TrailingBytes of entries (but at least one) kept after it.
+	SnapshotBytes int64
+	TrailingBytes int64
+	// LogCacheBytes bounds the recent log entries kept in memory for replication (logcache.go).
+	LogCacheBytes       int64
 	RequestTimeout      time.Duration // bound on any request, including the wait for a leader
 	ReconcileInterval   time.Duration
 	GossipProbeInterval time.Duration // tests shorten failure detection; 0 keeps memberlist's default
@@ -74,6 +81,8 @@ type Config struct {
 	wrapStableStore func(raft.StableStore) raft.StableStore
 	// progressInterval and readyLagWindow: see progress.go (tests shorten them).
 	progressInterval, readyLagWindow time.Duration
+	// logBoundInterval: how often boundLogBytes looks (tests shorten it).
+	logBoundInterval time.Duration
 }
 
 // Defaults for a single node on loopback.
@@ -83,6 +92,14 @@ const (
 	DefaultSnapshotThreshold = 8192
 	DefaultSnapshotInterval  = 30 * time.Second
 	DefaultTrailingLogs      = 10240
+	// DefaultSnapshotBytes and DefaultTrailingBytes: the log holds at most ~192 MiB of entries (plus
+	// what arrives while a snapshot is taken), where 10240 entries of 1 MiB values were 10 GiB.
+	DefaultSnapshotBytes = 128 << 20
+	DefaultTrailingBytes = 64 << 20
+	// DefaultLogCacheBytes: recent entries in memory for replication; a follower further behind is
+	// served from BoltDB.
+	DefaultLogCacheBytes     = 32 << 20
+	logBoundInterval         = time.Second
 	DefaultRequestTimeout    = 5 * time.Second
 	DefaultReconcileInterval = 2 * time.Second
 	DefaultMaxKeySize        = 1024
@@ -112,6 +129,18 @@ func (c *Config) applyDefaults() {
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if c.TrailingBytes == 0 {
+		c.TrailingBytes = DefaultTrailingBytes
+	}
+	if c.LogCacheBytes == 0 {
+		c.LogCacheBytes = DefaultLogCacheBytes
+	}
+	if c.logBoundInterval <= 0 {
+		c.logBoundInterval = logBoundInterval
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
@@ -188,6 +217,10 @@ func (c *Config) Validate() error {
 	}
 	if c.TrailingLogs < 1 {
 		errs = append(errs, errors.New("trailing logs must be >= 1"))
+	}
+	if c.SnapshotBytes < 0 || c.TrailingBytes < 0 || c.LogCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("snapshot bytes, trailing bytes and log cache bytes must be positive, got %d, %d and %d",
+			c.SnapshotBytes, c.TrailingBytes, c.LogCacheBytes))
 	}
 	if c.SnapshotInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("snapshot interval %s is too short (min 100ms)", c.SnapshotInterval))

@@ -52,6 +52,7 @@ type Store struct {
 	// remoteReads batches the read index requests a follower sends to the leader.
 	remoteReads *readBatcher
 	forwarder   *forwarder // batches writes a follower sends to the leader
+	logSizes    *logSizes  // the size of every log entry, to bound the log by bytes (logbytes.go)
 	proposer    *proposer  // batches the writes this node, as leader, hands to Raft
 	// sessions counts session TTLs down on this node's clock (the FSM's session sink); the leader loop
 	// runs its expiry and checkpoints.
@@ -140,7 +141,8 @@ func Open(cfg Config) (_ *Store, err error) {
 		disk = cfg.wrapLogStore(disk)
 	}
 	var logs raft.LogStore
-	if logs, err = raft.NewLogCache(logCacheSize, guardedLogs{LogStore: disk, g: s.disk}); err != nil {
+	s.logSizes = &logSizes{LogStore: guardedLogs{LogStore: disk, g: s.disk}}
+	if logs, err = newLogCache(s.logSizes, logCacheSize, cfg.LogCacheBytes); err != nil {
 		return nil, fmt.Errorf("log cache: %w", err)
 	}
 	var stableDisk raft.StableStore = s.bolt
@@ -268,6 +270,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	s.goRun(s.forwarder.run)
 	s.goRun(s.publishStateLoop)
 	s.goRun(s.trackLeaderProgress)
+	s.goRun(s.boundLogBytes)
 	s.goRun(func() { s.gossip.ReconnectLoop(s.ctx, gossipReconnectInterval) })
 	if len(cfg.Join) > 0 {
 		s.goRun(func() {

@@ -61,6 +61,7 @@ type serveFlags struct {
 	debugAddr                                   string
 	watchHistory, watchProgress                 time.Duration
 	watchHistoryBytes                           int64
+	snapshotBytes, trailingBytes, logCacheBytes int64
 	maxWatches, maxTxnOps                       int
 	dedupWindow                                 time.Duration
 	dedupMaxKeys                                int
@@ -88,6 +89,9 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", store.DefaultSnapshotThreshold, "log entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", store.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", store.DefaultTrailingLogs, "log entries kept after a snapshot, for followers that lag a little")
+	fs.Int64Var(&f.snapshotBytes, "snapshot-bytes", store.DefaultSnapshotBytes, "bytes of log entries since the last snapshot that trigger a new one (large values reach it before --snapshot-threshold)")
+	fs.Int64Var(&f.trailingBytes, "trailing-bytes", store.DefaultTrailingBytes, "at most this many bytes of log entries are kept after a snapshot (at least one entry; --trailing-logs bounds the count)")
+	fs.Int64Var(&f.logCacheBytes, "log-cache-bytes", store.DefaultLogCacheBytes, "bytes of recent log entries kept in memory for replication")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", store.DefaultRequestTimeout, "bound on any request, including waiting for a leader")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop waits for in-flight requests")
 	fs.DurationVar(&f.httpBodyTimeout, "http-body-timeout", 30*time.Second, "how long a client may take to send a request's headers and body")
@@ -285,6 +289,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		SnapshotThreshold:    f.snapshotThreshold,
 		SnapshotInterval:     f.snapshotInterval,
 		TrailingLogs:         f.trailingLogs,
+		SnapshotBytes:        f.snapshotBytes,
+		TrailingBytes:        f.trailingBytes,
+		LogCacheBytes:        f.logCacheBytes,
 		RequestTimeout:       f.requestTimeout,
 		MaxValueSize:         f.maxValueSize,
 		DedupWindow:          f.dedupWindow,
