@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -93,6 +94,7 @@ type compareFlags struct {
 	progress    bool
 	scenario    scenarioFlags
 	noScenarios bool
+	rows        *regexp.Regexp
 }
 
 func runCompare(args []string) int {
@@ -111,7 +113,8 @@ func runCompare(args []string) int {
 	fs.IntVar(&f.keys, "keys", loadgen.DefaultKeys, "key-space size")
 	fs.IntVar(&f.valueSize, "value-size", loadgen.DefaultValueSize, "value size in bytes")
 	fs.BoolVar(&f.progress, "progress", false, "a line per second while a row runs")
-	fs.BoolVar(&f.noScenarios, "no-scenarios", false, "skip the large-value and watch fan-out rows")
+	fs.BoolVar(&f.noScenarios, "no-scenarios", false, "skip the large-value, memory and watch fan-out scenarios")
+	rows := fs.String("rows", "", "run only the rows whose label (\"put\", \"get linearizable\", ...) matches this regexp; \"^$\" runs none")
 	fs.IntVar(&f.scenario.largeWriters, "large-writers", 64, "large values: concurrent large puts")
 	fs.IntVar(&f.scenario.smallClients, "small-clients", 8, "large values: concurrent 100 B clients on the followers (half read, half write)")
 	fs.IntVar(&f.scenario.fillKeys, "fill-keys", 192, "memory per stored byte: distinct 1 MiB values written before each node's RSS is read "+
@@ -123,6 +126,14 @@ func runCompare(args []string) int {
 			return 0
 		}
 		return 2
+	}
+	if *rows != "" {
+		re, err := regexp.Compile(*rows)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchall: --rows: %v\n", err)
+			return 2
+		}
+		f.rows = re
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "benchall: unexpected argument %q\n\n%s", fs.Arg(0), usage)
@@ -307,6 +318,9 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 	for i, w := range workloads {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if f.rows != nil && !f.rows.MatchString(w.label) {
+			continue
 		}
 		for _, p := range sys.processes() {
 			if p.exited() {
