@@ -166,10 +166,12 @@ func (p *proposer) takeLocked() []*proposal {
 // commit hands batch to Raft as one entry and gives every write its outcome.
 func (p *proposer) commit(batch []*proposal) {
 	defer func() {
+		// Not pending any more before anyone is told: a caller that reads the metric right after its
+		// write returned must not still count it.
+		p.pending.Add(-int64(len(batch)))
 		for _, w := range batch {
 			close(w.done)
 		}
-		p.pending.Add(-int64(len(batch)))
 	}()
 	sealed := p.format.Load() >= fsm.FormatSealed
 	// Idempotent writes carry this leader's clock and dedup bounds, so that every node expires their
