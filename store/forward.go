@@ -17,8 +17,8 @@ import (
 
 const (
 	// maxForwardBatch and maxForwardBytes bound the writes that ride one RPC to the leader, by count
-	// and by their encoded size: maxForwardBytes of small writes and as much again of large ones
-	// (lanes.go), far below transport.MaxFrame; a single larger write still goes.
+	// and by their encoded size (far below transport.MaxFrame); a single larger write still goes. An
+	// RPC carries small writes or large ones (lanes.go), never both.
 	maxForwardBatch = 256
 	maxForwardBytes = 2 << 20
 	// forwardRPCsInFlight lets the next batch go out while one is being applied, so a batch never waits
@@ -33,8 +33,13 @@ type forwarder struct {
 	s     *Store
 	mu    sync.Mutex
 	queue []*forwardedWrite
-	kick  chan struct{}
-	slots chan struct{}
+	// largeInFlight: an RPC carrying large writes is out. There is at most one, so the other slots are
+	// left to small writes (lanes.go): a leader answers an RPC when its last write commits, and large
+	// writes wait behind every large write queued at the leader, which held a small write that shared
+	// their RPC or waited for a slot for seconds.
+	largeInFlight bool
+	kick          chan struct{}
+	slots         chan struct{}
 }
 
 type forwardedWrite struct {
@@ -97,7 +102,7 @@ func (f *forwarder) run() {
 				f.failQueued(ErrShuttingDown)
 				return
 			}
-			batch := f.take()
+			batch, large := f.take()
 			if len(batch) == 0 {
 				<-f.slots
 				break
@@ -105,22 +110,46 @@ func (f *forwarder) run() {
 			go func() {
 				defer func() { <-f.slots }()
 				f.send(batch)
+				if large {
+					f.largeDone()
+				}
 			}()
 		}
 	}
 }
 
-// take removes the next batch from the queue: writes for the same leader address as the oldest, small
-// ones first, then large ones within their byte budget (pickBatch).
-func (f *forwarder) take() []*forwardedWrite {
+// largeDone frees the large lane and looks at the queue again.
+func (f *forwarder) largeDone() {
+	f.mu.Lock()
+	f.largeInFlight = false
+	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take removes the next batch from the queue, for the leader address of the oldest write: its small
+// writes if any wait, else, unless an RPC of large writes is out already, its large writes within the
+// byte budget (large reports that). An RPC never mixes the two, so a small write is never answered
+// only once large ones have committed.
+func (f *forwarder) take() (batch []*forwardedWrite, large bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.queue) == 0 {
-		return nil
+		return nil, false
 	}
 	addr := f.queue[0].addr
-	batch, rest := pickBatch(f.queue, func(w *forwardedWrite) int { return len(w.cmd) },
-		func(w *forwardedWrite) bool { return w.addr == addr }, maxForwardBatch, maxForwardBytes)
+	size := func(w *forwardedWrite) int { return len(w.cmd) }
+	batch, rest := pickBatch(f.queue, size, func(w *forwardedWrite) bool { return w.addr == addr && len(w.cmd) < largeWrite },
+		maxForwardBatch, maxForwardBytes)
+	if len(batch) == 0 {
+		if f.largeInFlight {
+			return nil, false // largeDone kicks the loop
+		}
+		batch, rest = pickBatch(f.queue, size, func(w *forwardedWrite) bool { return w.addr == addr }, maxForwardBatch, maxForwardBytes)
+		large, f.largeInFlight = true, true
+	}
 	for _, w := range batch {
 		w.taken = true
 	}
@@ -132,7 +161,7 @@ func (f *forwarder) take() []*forwardedWrite {
 		default:
 		}
 	}
-	return batch
+	return batch, large
 }
 
 func (f *forwarder) failQueued(err error) {

@@ -60,37 +60,58 @@ func TestForwardBatchOfLargeWritesIsBoundedByCountNotBytes(t *testing.T) {
 		f.queue = append(f.queue, &forwardedWrite{addr: "leader", cmd: cmd, done: make(chan struct{})})
 	}
 	sent := 0
-	for batch := f.take(); batch != nil; batch = f.take() {
+	for batch, large := f.take(); batch != nil; batch, large = f.take() {
+		require.True(t, large)
+		f.largeInFlight = false // as if the RPC was answered
 		cmds := make([][]byte, len(batch))
 		for i, w := range batch {
 			cmds[i] = w.cmd
 		}
 		require.LessOrEqual(t, len(encodeFrames(cmds)), transport.MaxFrame)
-		require.LessOrEqual(t, len(encodeFrames(cmds)), 2*maxForwardBytes+len(cmds)*binary.MaxVarintLen64+binary.MaxVarintLen64)
+		require.LessOrEqual(t, len(encodeFrames(cmds)), maxForwardBytes+len(cmds)*binary.MaxVarintLen64+binary.MaxVarintLen64)
 		sent += len(batch)
 	}
 	require.Equal(t, maxForwardBatch, sent, "every write is sent, in batches within the bound")
 }
 
 // Issue 11 item 9: a small write forwarded behind writes of 1 MiB rode an RPC only if the large writes
-// ahead of it left room in the byte budget; when they filled it exactly, it waited for them to reach the
-// leader and commit. It rides the next RPC, beside at most maxForwardBytes of large writes.
+// ahead of it left room in the byte budget, and then was answered only once they had committed at the
+// leader, behind every large write queued there. It goes in an RPC of small writes, whatever is queued
+// or in flight, and large writes keep one RPC out at a time.
 func TestForwardedSmallWriteDoesNotQueueBehindLargeOnes(t *testing.T) {
 	f := newForwarder(&Store{})
+	newWrite := func(addr string, cmd []byte) *forwardedWrite {
+		w := &forwardedWrite{addr: addr, cmd: cmd, done: make(chan struct{})}
+		f.queue = append(f.queue, w)
+		return w
+	}
 	var large []*forwardedWrite
 	for range 64 {
-		w := &forwardedWrite{addr: "leader", cmd: bytes.Repeat([]byte("v"), 1<<20), done: make(chan struct{})}
-		large = append(large, w)
-		f.queue = append(f.queue, w)
+		large = append(large, newWrite("leader", bytes.Repeat([]byte("v"), 1<<20)))
 	}
-	small := &forwardedWrite{addr: "leader", cmd: fsm.Command{Op: fsm.OpPut, Key: "small", Value: []byte("v")}.Encode(), done: make(chan struct{})}
-	other := &forwardedWrite{addr: "old-leader", cmd: fsm.Command{Op: fsm.OpPut, Key: "other", Value: []byte("v")}.Encode(), done: make(chan struct{})}
-	f.queue = append(f.queue, other, small)
+	other := newWrite("old-leader", fsm.Command{Op: fsm.OpPut, Key: "other", Value: []byte("v")}.Encode())
+	small := newWrite("leader", fsm.Command{Op: fsm.OpPut, Key: "small", Value: []byte("v")}.Encode())
 
-	batch := f.take()
-	require.Contains(t, batch, small, "the small write rides the first RPC")
-	require.NotContains(t, batch, other, "one RPC goes to one address")
-	require.Equal(t, append(large[:maxForwardBytes>>20:maxForwardBytes>>20], small), batch, "large writes within their byte budget, in order")
-	require.Equal(t, large[maxForwardBytes>>20], f.queue[0], "the large writes left keep their order")
-	require.Len(t, f.queue, 64-maxForwardBytes>>20+1)
+	batch, isLarge := f.take()
+	require.Equal(t, []*forwardedWrite{small}, batch, "the small write goes first, alone, to the oldest write's address")
+	require.False(t, isLarge)
+
+	batch, isLarge = f.take()
+	require.True(t, isLarge)
+	perRPC := maxForwardBytes >> 20
+	require.Equal(t, large[:perRPC], batch, "large writes within their byte budget, in order")
+
+	batch, _ = f.take()
+	require.Nil(t, batch, "one RPC of large writes at a time")
+	late := newWrite("leader", fsm.Command{Op: fsm.OpPut, Key: "late", Value: []byte("v")}.Encode())
+	batch, isLarge = f.take()
+	require.Equal(t, []*forwardedWrite{late}, batch, "a small write still goes while large ones are out")
+	require.False(t, isLarge)
+
+	f.largeDone()
+	batch, isLarge = f.take()
+	require.True(t, isLarge)
+	require.Equal(t, large[perRPC:2*perRPC], batch, "the next large writes once the RPC is answered")
+	require.Equal(t, large[2*perRPC], f.queue[0])
+	require.Contains(t, f.queue, other)
 }
