@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math"
 	"sort"
 	"strconv"
 	"sync"
@@ -96,19 +97,19 @@ func (l *logSizes) bytesAfter(index uint64) int64 {
 	return total
 }
 
-// trailingFor is how many of the newest entries fit in maxBytes, at least 1.
+// trailingFor is how many of the newest entries fit in maxBytes, at least 1; math.MaxUint64 when every
+// entry it knows of fits (the byte bound does not bind, and right after a restart entries it has not
+// seen must not count as fitting).
 func (l *logSizes) trailingFor(maxBytes int64) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var total int64
-	n := uint64(0)
 	for i := len(l.sizes) - 1; i >= 0; i-- {
 		if total += l.sizes[i].size; total > maxBytes {
-			break
+			return max(uint64(len(l.sizes)-1-i), 1)
 		}
-		n++
 	}
-	return max(n, 1)
+	return math.MaxUint64
 }
 
 // boundLogBytes runs until the store closes, every logBoundInterval.

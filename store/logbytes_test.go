@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ func TestLogSizesFollowStoresAndDeletes(t *testing.T) {
 	require.Equal(t, int64(1000+900), l.bytesAfter(8))
 	require.Equal(t, uint64(2), l.trailingFor(1900), "entries 9 and 10")
 	require.Equal(t, uint64(1), l.trailingFor(1), "at least one")
+	require.Equal(t, uint64(math.MaxUint64), l.trailingFor(5500), "no bound while everything fits")
 
 	require.NoError(t, l.DeleteRange(1, 4)) // compaction
 	require.NoError(t, l.DeleteRange(9, 10))
