@@ -260,8 +260,10 @@ func runLarge(ctx context.Context, sys system, sc scenarioClient, f compareFlags
 	rep.addMeasure(name, "100 B put p99, beside the writers", "ms", true, s, ms(loadPut.Quantile(0.99)))
 	rep.addMeasure(name, "100 B ops/s beside the writers", "ops/s", false, s, float64(loadGet.Count()+loadPut.Count())/elapsed.Seconds())
 	rep.addMeasure(name, fmt.Sprintf("large puts (c=%d) MiB/s", sf.largeWriters), "MiB/s", false, s, float64(putBytes.Load())/mib/elapsed.Seconds())
-	rep.addMeasure(name, "large put p50", "ms", true, s, ms(puts.Quantile(0.5)))
-	rep.addMeasure(name, "large put p99", "ms", true, s, ms(puts.Quantile(0.99)))
+	if puts.Count() > 0 { // a latency of no puts would read as 0 ms
+		rep.addMeasure(name, "large put p50", "ms", true, s, ms(puts.Quantile(0.5)))
+		rep.addMeasure(name, "large put p99", "ms", true, s, ms(puts.Quantile(0.99)))
+	}
 	if pb := putBytes.Load(); pb > 0 {
 		rep.addMeasure(name, "server CPU per MiB written", "ms", true, s, ms(cpu)/(float64(pb)/mib))
 	}
