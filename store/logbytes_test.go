@@ -72,4 +72,9 @@ func TestLogIsBoundedByBytes(t *testing.T) {
 			return ok && bytes.Equal(value, got.Value)
 		}, waitFor, 20*time.Millisecond, fmt.Sprintf("node %s has the data", id))
 	}
+	// Stop the nodes here: the data dirs' TempDir cleanups run before the cluster's, and a snapshot
+	// still being written would leave files behind while they remove the directories.
+	for _, id := range ids {
+		c.stop(id)
+	}
 }
