@@ -229,9 +229,14 @@ func newCluster(t testing.TB, env *Env, name string, size int, acl, secure bool)
 // to every client.
 func (c *Cluster) bootstrapACL(n *Node) error {
 	ctl, _ := n.control()
+	// Bootstrap succeeds once per cluster and its secret exists only in the answer: a request the
+	// client gave up on while it was being applied (5 s on a loaded machine was not enough) leaves the
+	// cluster bootstrapped with a secret nobody has, and every retry gets 409. So wait long for it.
+	boot := *ctl
+	boot.Timeout = 2 * time.Minute
 	var secret string
 	err := harness.Poll(startTimeout, func() error {
-		r := ctl.Do(http.MethodPost, "/v1/acl/bootstrap", nil)
+		r := boot.Do(http.MethodPost, "/v1/acl/bootstrap", nil)
 		if r.Status != http.StatusOK {
 			return fmt.Errorf("bootstrap: %v", r)
 		}
