@@ -146,6 +146,16 @@ func TestChaosSessions(t *testing.T) {
 		k.mu.Unlock()
 	}
 
+	checkFence(t, c, fence, z)
+}
+
+// checkFence checks the fenced resource after the faults: the accepted tokens never went down, in the
+// order the resource accepted them; the zombie's late write was refused once a newer token had been
+// accepted; and the lock can be taken again.
+func checkFence(t *testing.T, c *Cluster, fence *fenceLog, z zombieResult) {
+	t.Helper()
+	const ttl = 6 * time.Second // the contenders' and the zombie's
+	sh := &sessionHarness{t: t, c: c}
 	// Fencing: the accepted tokens never go down, in the order the resource accepted them.
 	fence.mu.Lock()
 	accepted := slices.Clone(fence.accepted)
