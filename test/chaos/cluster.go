@@ -79,6 +79,8 @@ type Node struct {
 	Volume    string
 	// Founder: started with --bootstrap-expect (the cluster's first members).
 	Founder bool
+	// disk, in a disk scenario, is the node's own filesystem, mounted at /data instead of Volume.
+	disk *loopDisk
 
 	mu     sync.Mutex
 	ip     string
@@ -160,24 +162,34 @@ type Cluster struct {
 	// sec, when set, runs every node with API TLS, peer mutual TLS and gossip encryption (issue 14),
 	// and every client of the harness and the workload over TLS with a client certificate.
 	sec *security
+	// disks: every node keeps its data dir on a filesystem of its own (disk.go), for disk faults.
+	disks bool
+}
+
+// clusterOpts are the ways a cluster can differ from the default one.
+type clusterOpts struct {
+	acl    bool // see Cluster.acl
+	secure bool // see Cluster.sec
+	disks  bool // see Cluster.disks
 }
 
 // NewCluster starts a cluster of size founders and waits until it is healthy. With acl, the nodes run
 // with --acl-enabled and the cluster is bootstrapped first: every client then carries the management
 // token, and the workload, the checks and the faults run as they do without ACLs.
 func NewCluster(t testing.TB, env *Env, name string, size int, acl bool) *Cluster {
-	return newCluster(t, env, name, size, acl, false)
+	return newCluster(t, env, name, size, clusterOpts{acl: acl})
 }
 
 // NewSecureCluster is NewCluster with transport security on every port (see Cluster.sec).
 func NewSecureCluster(t testing.TB, env *Env, name string, size int, acl bool) *Cluster {
-	return newCluster(t, env, name, size, acl, true)
+	return newCluster(t, env, name, size, clusterOpts{acl: acl, secure: true})
 }
 
-func newCluster(t testing.TB, env *Env, name string, size int, acl, secure bool) *Cluster {
+func newCluster(t testing.TB, env *Env, name string, size int, opts clusterOpts) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl}
-	if secure {
+	acl := opts.acl
+	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl, disks: opts.disks}
+	if opts.secure {
 		sec, err := newSecurity(t.TempDir())
 		if err != nil {
 			t.Fatalf("cluster %s: %v", name, err)
@@ -333,12 +345,20 @@ func (c *Cluster) newNode(founder bool) *Node {
 	id := fmt.Sprintf("n%d", c.nextID)
 	c.mu.Unlock()
 	n := &Node{ID: id, Container: c.Name + "-" + id, Volume: c.Name + "-" + id, Founder: founder, ip: c.allocIP(), state: Stopped}
-	if err := c.createVolume(n.Volume); err != nil {
+	var err error
+	if c.disks {
+		n.disk, err = newLoopDisk(c.env.RunID, n.Container)
+	} else {
+		err = c.createVolume(n.Volume)
+	}
+	if n.disk != nil || err == nil {
+		c.mu.Lock()
+		c.nodes = append(c.nodes, n) // destroy releases its disk even when making it failed half-way
+		c.mu.Unlock()
+	}
+	if err != nil {
 		c.t.Fatalf("cluster %s: %v", c.Name, err)
 	}
-	c.mu.Lock()
-	c.nodes = append(c.nodes, n)
-	c.mu.Unlock()
 	return n
 }
 
@@ -367,7 +387,7 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 	}
 	args := []string{"run", "-d", "--name", n.Container, "--hostname", n.ID,
 		"--network", c.Network, "--ip", n.IP(),
-		"-v", n.Volume + ":/data",
+		"-v", c.dataMount(n),
 		"-p", "127.0.0.1::" + strconv.Itoa(httpPort),
 		"--stop-timeout", "20",
 		// No restart policy: the harness alone decides when a node runs.
@@ -396,6 +416,14 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 		return err
 	}
 	return c.started(n)
+}
+
+// dataMount is the docker -v argument for n's data dir: its volume, or its own filesystem.
+func (c *Cluster) dataMount(n *Node) string {
+	if n.disk != nil {
+		return n.disk.mnt + ":/data"
+	}
+	return n.Volume + ":/data"
 }
 
 // started reads the new container's pid and port, waits until its HTTP server answers, and only then
@@ -587,7 +615,11 @@ func (c *Cluster) Destroy(n *Node, wipe bool) error {
 	_, err := Docker(ctx, "rm", "-f", "-v", n.Container)
 	n.setState(Removed)
 	if err == nil && wipe {
-		_, err = Docker(ctx, "volume", "rm", "-f", n.Volume)
+		if n.disk != nil {
+			err = n.disk.wipe()
+		} else {
+			_, err = Docker(ctx, "volume", "rm", "-f", n.Volume)
+		}
 	}
 	return err
 }
@@ -598,8 +630,10 @@ func (c *Cluster) Replace(n *Node) error {
 	if n.State() != Removed {
 		return fmt.Errorf("Replace(%s): the old container must be removed first", n)
 	}
-	if err := c.createVolume(n.Volume); err != nil {
-		return err
+	if n.disk == nil {
+		if err := c.createVolume(n.Volume); err != nil {
+			return err
+		}
 	}
 	c.Logf("replace %s with an empty volume", n)
 	n.Founder = false
@@ -662,6 +696,14 @@ func (c *Cluster) DumpLogs(dir string) error {
 func (c *Cluster) destroy() {
 	if err := Sweep(LabelCluster + "=" + c.Name); err != nil {
 		c.t.Errorf("cleaning up cluster %s: %v", c.Name, err)
+	}
+	// The containers are gone: nothing holds the disks any more.
+	for _, n := range c.Nodes() {
+		if n.disk != nil {
+			if err := n.disk.release(); err != nil {
+				c.t.Errorf("releasing the disk of %s: %v", n, err)
+			}
+		}
 	}
 }
 

@@ -33,7 +33,9 @@ var (
 	long   bool
 	// unavailable says why no scenario can run here; netUnavailable why network faults cannot.
 	unavailable, netUnavailable string
-	artifacts                   string // this run's directory for failure artifacts
+	// diskUnavailable says why disk faults cannot run here.
+	diskUnavailable string
+	artifacts       string // this run's directory for failure artifacts
 )
 
 func TestMain(m *testing.M) {
@@ -66,6 +68,16 @@ func runMain(m *testing.M) int {
 	} else if len(swept) > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: removed leftovers of earlier runs %v\n", swept)
 	}
+	if os.Geteuid() == 0 {
+		if swept, err := SweepStaleDisks(); err != nil {
+			fmt.Fprintf(os.Stderr, "chaos: releasing disks of earlier runs: %v\n", err)
+		} else if len(swept) > 0 {
+			fmt.Fprintf(os.Stderr, "chaos: released the disks of earlier runs %v\n", swept)
+		}
+	}
+	if err := DiskFaultsAvailable(); err != nil {
+		diskUnavailable = err.Error()
+	}
 	dir, err := lincheck.ArtifactDir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos:", err)
@@ -88,12 +100,18 @@ func runMain(m *testing.M) int {
 			if err := Sweep(LabelRun + "=" + runID); err != nil {
 				fmt.Fprintln(os.Stderr, "chaos:", err)
 			}
+			if err := ReleaseRunDisks(runID); err != nil {
+				fmt.Fprintln(os.Stderr, "chaos:", err)
+			}
 			os.Exit(2)
 		case <-done:
 		}
 	}()
 	defer func() {
 		if err := Sweep(LabelRun + "=" + runID); err != nil {
+			fmt.Fprintln(os.Stderr, "chaos: final cleanup:", err)
+		}
+		if err := ReleaseRunDisks(runID); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos: final cleanup:", err)
 		}
 	}()
@@ -192,7 +210,10 @@ func copyTree(src, dst string) error {
 }
 
 // requireEnv skips (or, with RAFTKV_REQUIRE_DOCKER=1, fails) a scenario that cannot run here.
-func requireEnv(t *testing.T, needNet bool) {
+func requireEnv(t *testing.T, needNet bool) { requireEnvDisks(t, needNet, false) }
+
+// requireEnvDisks is requireEnv for a scenario that may need disks of its own (disk.go).
+func requireEnvDisks(t *testing.T, needNet, needDisks bool) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos: skipped with -short (the suite starts containers and takes minutes)")
@@ -200,6 +221,9 @@ func requireEnv(t *testing.T, needNet bool) {
 	reason := unavailable
 	if reason == "" && needNet {
 		reason = netUnavailable
+	}
+	if reason == "" && needDisks {
+		reason = diskUnavailable
 	}
 	if reason == "" {
 		return
