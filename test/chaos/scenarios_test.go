@@ -38,7 +38,9 @@ type scenario struct {
 	// secure: API TLS, peer mutual TLS and gossip encryption on every node (issue 14), every client over
 	// TLS: forwarding, membership and recovery must work the same with them.
 	secure bool
-	cycle  func(s *run, i int) error
+	// disks: every node keeps its data dir on a small filesystem of its own, for disk faults (disk.go).
+	disks bool
+	cycle func(s *run, i int) error
 }
 
 // Recovery bounds. defaultBound is for Healthy (leader, readiness, configuration). gossipBound is for
@@ -170,7 +172,7 @@ type run struct {
 }
 
 func runScenario(t *testing.T, sc scenario) {
-	requireEnv(t, sc.needNet)
+	requireEnvDisks(t, sc.needNet, sc.disks)
 	if sc.bound == 0 {
 		sc.bound = defaultBound
 	}
@@ -210,11 +212,7 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("seed %d", seed)
 
 	name := fmt.Sprintf("rkc-%s-%s", strings.ReplaceAll(env.RunID, ".", "-"), sc.name)
-	if sc.secure {
-		c = NewSecureCluster(t, env, name, sc.nodes, sc.acl || aclAll)
-	} else {
-		c = NewCluster(t, env, name, sc.nodes, sc.acl || aclAll)
-	}
+	c = newCluster(t, env, name, sc.nodes, clusterOpts{acl: sc.acl || aclAll, secure: sc.secure, disks: sc.disks})
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()
@@ -475,6 +473,12 @@ func (s *run) shuffled() []*Node {
 func (s *run) healAll() error {
 	var errs []error
 	for _, n := range s.c.Members() {
+		if n.disk != nil { // a disk fault left behind by a failed cycle
+			_ = n.disk.thaw()
+			if err := n.disk.free(); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
 		switch n.State() {
 		case Paused:
 			errs = append(errs, s.c.Unpause(n))
