@@ -71,6 +71,11 @@ type Config struct {
 	// Token is the secret of an ACL token, sent as "Authorization: Bearer" on every request (watches
 	// included). Empty sends none (a cluster without ACLs).
 	Token string
+
+	// RoundRobin starts each call on the next endpoint in turn instead of the last one that answered:
+	// stale reads spread over every node (client-side load balancing, as etcd's clientv3 balancer
+	// does). Reads still carry the Client's min_index, so hopping between nodes never goes back in time.
+	RoundRobin bool
 }
 
 // Client talks to a raftkv cluster through any of its nodes. It is safe for concurrent use.
@@ -81,6 +86,8 @@ type Client struct {
 
 	mu  sync.Mutex
 	cur int // index in bases of the node to try first: the last one that answered
+
+	rr atomic.Uint64 // RoundRobin: calls started
 
 	seen atomic.Uint64 // highest write index seen in any answer
 }
@@ -246,9 +253,17 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 			return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
 		}
 		if !retryable(err) {
-			// Definite, even after an indeterminate attempt: with the idempotency key, the server
-			// answers a retry with the first application's outcome.
-			return nil, err
+			switch {
+			case !indeterminate || settles(err):
+				// Definite, even after an indeterminate attempt when it is the write's own outcome:
+				// with the idempotency key, the server answers a retry with the first application's.
+				return nil, err
+			case !isAuthError(err):
+				// An answer about this attempt only says nothing of the earlier one.
+				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
+			}
+			// 401/403 after an attempt that may have applied: a node that has not caught up on the
+			// ACLs yet (restarted, replaced) refuses a token the others know. Settle the write there.
 		}
 		c.rotate(base)
 		delay := backoff/2 + mrand.N(backoff/2+1) // jitter in [backoff/2, backoff]
@@ -287,6 +302,26 @@ func sentOrIndeterminate(err error) bool {
 	return errors.As(err, &ae) && (ae.Code == codeIndeterminate || (ae.Code == "" && ae.Status >= 500))
 }
 
+// settles: an answer to a retried write that is the write's own outcome (the server checked the
+// request itself, or answered the first application's result from its idempotency record).
+func settles(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code == "" {
+		return false
+	}
+	switch ae.Status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge,
+		http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
+func isAuthError(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden)
+}
+
 func isCode(err error, code string) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Code == code
@@ -311,6 +346,9 @@ func retryable(err error) bool {
 }
 
 func (c *Client) first() string {
+	if c.cfg.RoundRobin {
+		return c.bases[(c.rr.Add(1)-1)%uint64(len(c.bases))]
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.bases[c.cur]
@@ -368,7 +406,7 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 	}
 	if resp.StatusCode/100 != 2 {
 		ae := decodeAPIError(node, resp.StatusCode, b)
-		ae.index, _ = strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
+		ae.Index, _ = strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
 		return nil, ae
 	}
 	return &response{node: node, header: resp.Header, body: b}, nil

@@ -213,3 +213,49 @@ func TestTokenIsSentAsBearer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "Bearer rkv_secret", fake.requests()[0].Header.Get("Authorization"))
 }
+
+// After an attempt that may have applied, an answer about a later attempt only (a node that has not
+// caught up on the ACLs yet refusing the token, an unexpected status) does not settle the write: the
+// Client tries the other nodes, and if none settles it the call is ErrIndeterminate, never a plain
+// error that reads as "not applied". Found by the chaos suite's keyed writers (member-replace-wiped-acl:
+// writes reported refused were in the store).
+func TestAnswerAboutARetryDoesNotSettleAnIndeterminateWrite(t *testing.T) {
+	denied := jsonReply(403, `{"error":"permission denied","code":"permission_denied"}`)
+	_, url := newFake(t, hangUp, denied, jsonReply(200, `{"index":42}`))
+	c := newTestClient(t, url)
+	idx, err := c.Put(context.Background(), "k", []byte("v"))
+	require.NoError(t, err, "a 403 after a sent attempt is retried: another node (or the same, caught up) settles it")
+	require.Equal(t, uint64(42), idx)
+
+	_, url = newFake(t, hangUp, jsonReply(418, `{"error":"teapot","code":"teapot"}`))
+	c = newTestClient(t, url)
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.ErrorIs(t, err, ErrIndeterminate, "an unexpected answer to a retry says nothing of the first attempt")
+
+	replies := []func(http.ResponseWriter){hangUp}
+	for range 100 {
+		replies = append(replies, denied)
+	}
+	_, url = newFake(t, replies...)
+	c, err = New(Config{Endpoints: []string{url}, Timeout: 300 * time.Millisecond, MinBackoff: 50 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.ErrorIs(t, err, ErrIndeterminate)
+
+	// The write's own outcome does settle it: the retry answers the first application's result.
+	_, url = newFake(t, hangUp, jsonReply(409, `{"error":"cas mismatch","code":"cas_mismatch","current_index":9}`))
+	c = newTestClient(t, url)
+	_, err = c.CAS(context.Background(), "k", 3, []byte("v"))
+	var cas *CASMismatchError
+	require.ErrorAs(t, err, &cas)
+	require.NotErrorIs(t, err, ErrIndeterminate)
+
+	// Without a prior sent attempt a 403 is what it says.
+	_, url = newFake(t, denied)
+	c = newTestClient(t, url)
+	_, err = c.Put(context.Background(), "k", []byte("v"))
+	require.NotErrorIs(t, err, ErrIndeterminate)
+	var ae *APIError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, 403, ae.Status)
+}

@@ -48,7 +48,9 @@ type APIError struct {
 	Message string
 	// CurrentIndex: on cas_mismatch, the key's modify index now (0 when absent).
 	CurrentIndex uint64
-	index        uint64 // X-Kv-Index of the answer (a 404 says at which index the key was absent)
+	// Index is the X-Kv-Index of the answer, 0 if none: on a 404 from a read, the index at which the
+	// node found the key absent.
+	Index uint64
 }
 
 func (e *APIError) Error() string {

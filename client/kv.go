@@ -16,6 +16,9 @@ type Entry struct {
 	Value       []byte
 	CreateIndex uint64
 	ModIndex    uint64
+	// Index is the write index the answer reflects (X-Kv-Index; Get only): the node had applied every
+	// write up to it. Never below the Client's LastIndex when the call began.
+	Index uint64
 }
 
 // ReadOption changes how a read is served.
@@ -45,6 +48,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (Entry
 	e := Entry{Key: key, Value: resp.body}
 	e.CreateIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Create-Index"), 10, 64)
 	e.ModIndex, _ = strconv.ParseUint(resp.header.Get("X-Kv-Mod-Index"), 10, 64)
+	e.Index, _ = strconv.ParseUint(resp.header.Get("X-Kv-Index"), 10, 64)
 	return e, nil
 }
 

@@ -359,7 +359,7 @@ func (c *Client) leadership(ctx context.Context, key string, index uint64, wait 
 	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), query: q, longPoll: wait})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Code == codeKeyNotFound {
-		return Leadership{Index: ae.index}, nil
+		return Leadership{Index: ae.Index}, nil
 	}
 	if err != nil {
 		return Leadership{}, err
