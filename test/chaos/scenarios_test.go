@@ -216,7 +216,8 @@ func runScenario(t *testing.T, sc scenario) {
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()
-	s.w = StartWorkload(c, WorkloadConfig{Clients: 4, Keys: 3, Window: 5 * time.Second, LedgerClients: 2, LedgerWatchers: 2, Seed: seed})
+	s.w = StartWorkload(c, WorkloadConfig{Clients: 4, Keys: 3, Window: 5 * time.Second, LedgerClients: 2, LedgerWatchers: 2,
+		KeyedWriters: 2, MonoReaders: 1, Seed: seed})
 	defer s.w.Stop()
 	defer s.w.StopWatchers()
 	s.sleep(tm.warmup)
@@ -310,6 +311,13 @@ func runScenario(t *testing.T, sc scenario) {
 		}
 		t.Logf("watch: %d watchers, %d events, %d reconnects, %d compacted answers, %d problems",
 			watch.Watchers, watch.Events, watch.Reconnects, watch.Compacted, len(watch.Problems))
+
+		// Check 2c: keyed writes exactly once, monotonic stale reads (issue 16).
+		keyed := s.w.VerifyKeyed(ledgerWait)
+		for _, p := range firstN(keyed.Problems, 5) {
+			problem("keyed: %s", p)
+		}
+		t.Logf("%s", keyed)
 	}
 
 	// Check 1: the history is linearizable.

@@ -31,7 +31,10 @@ type WorkloadConfig struct {
 	LedgerClients int
 	// LedgerWatchers watch the ledger through random nodes (VerifyWatchers checks what they saw).
 	LedgerWatchers int
-	Seed           uint64
+	// KeyedWriters write through the client package with idempotency keys and aggressive retries;
+	// MonoReaders hop between nodes with stale reads and min_index (keyed.go, issue 16).
+	KeyedWriters, MonoReaders int
+	Seed                      uint64
 }
 
 // Workload is the concurrent load the suite runs from the host against every running node.
@@ -54,6 +57,7 @@ type Workload struct {
 	maybe   map[string]string // ledger writes of unknown outcome: key -> value
 
 	watchers []*ledgerWatcher
+	keyed    *keyedState
 }
 
 type ledgerWrite struct {
@@ -84,6 +88,7 @@ func StartWorkload(c *Cluster, cfg WorkloadConfig) *Workload {
 			return w.ledgerStep(rng, id, seq)
 		})
 	}
+	w.startKeyed()
 	return w
 }
 
