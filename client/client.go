@@ -217,12 +217,20 @@ type call struct {
 	retrySafe bool
 	// longPoll: the server may hold the request this long; the call's budget grows by it.
 	longPoll time.Duration
+	// stream: a 2xx answer's body is left open for the caller (response.stream).
+	stream bool
+	// once: one attempt on the first endpoint, whatever happens (a readiness probe, an upload).
+	once bool
+	// bodyReader, when set, is the body instead of body: sent once, it cannot be replayed.
+	bodyReader    io.Reader
+	contentLength int64
 }
 
 type response struct {
 	node   string
 	header http.Header
 	body   []byte
+	stream io.ReadCloser // call.stream: the open body (body is nil)
 }
 
 // do runs cl with the retry policy. Retried on the next endpoint after a backoff: connection failures
@@ -237,9 +245,15 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 	indeterminate := false
 	for attempt := 1; ; attempt++ {
 		base := c.first()
-		resp, err := c.once(ctx, base, cl)
+		resp, err := c.attempt(ctx, parent, base, cl)
 		if err == nil {
 			return resp, nil
+		}
+		if cl.once || cl.bodyReader != nil {
+			if cl.write && sentOrIndeterminate(err) {
+				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
+			}
+			return nil, err
 		}
 		if cl.idemKey != "" && !indeterminate && !c.cfg.RequireIdempotency && isCode(err, codeIdempotencyUnsupported) {
 			// Nothing was applied, and no earlier attempt may have been: the plain write is safe to
@@ -290,6 +304,42 @@ func (c *Client) do(ctx context.Context, cl call) (*response, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// attempt is one try of cl on base under the call's budget ctx. A stream's attempt runs under parent
+// instead, with the budget bounding only the wait for the answer's headers: its body may take longer,
+// and is ended by parent or by closing it.
+func (c *Client) attempt(ctx, parent context.Context, base string, cl call) (*response, error) {
+	if !cl.stream {
+		return c.once(ctx, base, cl)
+	}
+	actx, cancel := context.WithCancel(parent)
+	deadline, _ := ctx.Deadline()
+	timer := time.AfterFunc(time.Until(deadline), cancel)
+	resp, err := c.once(actx, base, cl)
+	if err != nil {
+		timer.Stop()
+		cancel()
+		return nil, err
+	}
+	if !timer.Stop() { // the budget ran out as the answer came
+		resp.stream.Close()
+		cancel()
+		return nil, &transportError{node: resp.node, sent: true, err: context.DeadlineExceeded}
+	}
+	resp.stream = &cancelOnClose{ReadCloser: resp.stream, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // sentOrIndeterminate: the attempt may have been applied.
@@ -374,9 +424,15 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
+	if cl.bodyReader != nil {
+		body = cl.bodyReader
+	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", node, err)
+	}
+	if cl.bodyReader != nil {
+		req.ContentLength = cl.contentLength
 	}
 	c.authorize(req)
 	if cl.ctype != "" {
@@ -394,22 +450,31 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 		}
 		return nil, &transportError{node: node, sent: !isDialError(err), err: err}
 	}
+	if cl.stream && resp.StatusCode/100 == 2 {
+		c.observeHeaders(resp.Header)
+		return &response{node: node, header: resp.Header, stream: resp.Body}, nil
+	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, &transportError{node: node, sent: true, err: fmt.Errorf("reading answer: %w", err)}
 	}
-	for _, h := range []string{"X-Kv-Index", "X-Kv-Applied-Index", "X-Kv-Mod-Index"} {
-		if v, err := strconv.ParseUint(resp.Header.Get(h), 10, 64); err == nil {
-			c.observe(v)
-		}
-	}
+	c.observeHeaders(resp.Header)
 	if resp.StatusCode/100 != 2 {
 		ae := decodeAPIError(node, resp.StatusCode, b)
 		ae.Index, _ = strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
 		return nil, ae
 	}
 	return &response{node: node, header: resp.Header, body: b}, nil
+}
+
+// observeHeaders raises the highest seen index to what an answer's headers say.
+func (c *Client) observeHeaders(h http.Header) {
+	for _, name := range []string{"X-Kv-Index", "X-Kv-Applied-Index", "X-Kv-Mod-Index"} {
+		if v, err := strconv.ParseUint(h.Get(name), 10, 64); err == nil {
+			c.observe(v)
+		}
+	}
 }
 
 func isDialError(err error) bool {
@@ -442,6 +507,14 @@ type Request struct {
 	// Idempotent gives a write a fresh Idempotency-Key for this call, so it is retried safely. The KV
 	// writes (PUT, DELETE of /v1/kv/...) and POST /v1/txn honour the key.
 	Idempotent bool
+	// Once sends the request to the first endpoint once, without failover or retry: its answer (or
+	// failure) is the result. For probes of one node (GET /readyz).
+	Once bool
+	// BodyReader, when set, is streamed as the body instead of Body (an archive to restore), with
+	// ContentLength if known (-1 otherwise). It cannot be replayed, so the request is sent once, as
+	// with Once; a Write that may have reached the node is then ErrIndeterminate.
+	BodyReader    io.Reader
+	ContentLength int64
 }
 
 // Response is a 2xx answer, read in full.
@@ -453,15 +526,39 @@ type Response struct {
 
 // Do runs r. A non-2xx answer is an *APIError (after the retries the policy allows).
 func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
-	cl := call{method: r.Method, path: r.Path, query: r.Query, body: r.Body, ctype: r.ContentType, write: r.Write}
-	if r.Write && r.Idempotent {
-		cl.idemKey = newIdempotencyKey()
-	}
-	resp, err := c.do(ctx, cl)
+	resp, err := c.do(ctx, r.call())
 	if err != nil {
 		return nil, err
 	}
 	return &Response{Node: resp.node, Header: resp.header, Body: resp.body}, nil
+}
+
+func (r Request) call() call {
+	cl := call{method: r.Method, path: r.Path, query: r.Query, body: r.Body, ctype: r.ContentType, write: r.Write,
+		once: r.Once, bodyReader: r.BodyReader, contentLength: r.ContentLength}
+	if r.Write && r.Idempotent && r.BodyReader == nil {
+		cl.idemKey = newIdempotencyKey()
+	}
+	return cl
+}
+
+// Stream is a 2xx answer whose body is still being received (a backup download): read it, then Close.
+type Stream struct {
+	Node   string // host:port that answered
+	Header http.Header
+	Body   io.ReadCloser
+}
+
+// Open runs r like Do, failing over until a node answers 2xx, and returns that answer with its body
+// unread. Once the body is flowing, a failure is the caller's to handle (start over with Open).
+func (c *Client) Open(ctx context.Context, r Request) (*Stream, error) {
+	cl := r.call()
+	cl.stream = true
+	resp, err := c.do(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{Node: resp.node, Header: resp.header, Body: resp.stream}, nil
 }
 
 // newIdempotencyKey is 128 random bits: unique across clients without coordination.

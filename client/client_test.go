@@ -259,3 +259,41 @@ func TestAnswerAboutARetryDoesNotSettleAnIndeterminateWrite(t *testing.T) {
 	require.ErrorAs(t, err, &ae)
 	require.Equal(t, 403, ae.Status)
 }
+
+// Open fails over like Do until a node answers 2xx, then hands over the unread body, which outlives
+// the call's budget; Once and BodyReader requests are sent once.
+func TestOpenOnceAndBodyReader(t *testing.T) {
+	_, down := newFake(t, jsonReply(503, `{"error":"no leader","code":"no_leader"}`))
+	fake, up := newFake(t, func(w http.ResponseWriter) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		time.Sleep(150 * time.Millisecond) // the body outlives the 100 ms budget
+		_, _ = w.Write([]byte("archive"))
+	})
+	c, err := New(Config{Endpoints: []string{down, up}, Timeout: 100 * time.Millisecond, MinBackoff: time.Millisecond})
+	require.NoError(t, err)
+	st, err := c.Open(context.Background(), Request{Method: http.MethodGet, Path: "/v1/snapshot"})
+	require.NoError(t, err)
+	b, err := io.ReadAll(st.Body)
+	require.NoError(t, err)
+	require.NoError(t, st.Body.Close())
+	require.Equal(t, "archive", string(b))
+	require.Len(t, fake.requests(), 1)
+
+	fake, url := newFake(t, jsonReply(503, `{"error":"not ready","code":"not_ready"}`), jsonReply(200, `{}`))
+	c = newTestClient(t, url)
+	_, err = c.Do(context.Background(), Request{Method: http.MethodGet, Path: "/readyz", Once: true})
+	var ae *APIError
+	require.ErrorAs(t, err, &ae)
+	require.Equal(t, 503, ae.Status)
+	require.Len(t, fake.requests(), 1, "Once: no retry")
+
+	fake, url = newFake(t, hangUp, jsonReply(200, `{}`))
+	c = newTestClient(t, url)
+	_, err = c.Do(context.Background(), Request{Method: http.MethodPut, Path: "/v1/snapshot", Write: true,
+		BodyReader: bytes.NewReader([]byte("archive")), ContentLength: 7})
+	require.ErrorIs(t, err, ErrIndeterminate, "a streamed write that may have arrived is never sent again")
+	require.Len(t, fake.requests(), 1)
+	body, _ := io.ReadAll(fake.requests()[0].Body)
+	require.Equal(t, "archive", string(body))
+}

@@ -31,6 +31,9 @@ type WatchOptions struct {
 	// matching change up to their Index has been delivered (a Cache uses them to know how current it
 	// is while its prefix is quiet).
 	Progress bool
+	// OnResume, if set, is called each time a stream ends and the watch resumes (on the next node)
+	// from next, the first index not yet delivered, with the reason: for a log line.
+	OnResume func(err error, next uint64)
 }
 
 // Change is one key's change in an Event.
@@ -47,6 +50,8 @@ type Change struct {
 type Event struct {
 	Index   uint64   `json:"index"`
 	Changes []Change `json:"changes"`
+	// Raw is the event's JSON as the node sent it (nil for a progress note).
+	Raw json.RawMessage `json:"-"`
 }
 
 // Watcher follows a watch across nodes: when a stream ends (a node dies, has no leader, or finds the
@@ -109,6 +114,7 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 			w.Close()
 			if w.progressed && !errors.Is(err, ErrCompacted) {
 				w.c.rotate(w.base) // a stream that delivered ended: resume on another node at once
+				w.resumed(err)
 				continue
 			}
 		}
@@ -128,6 +134,7 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 			return Event{}, fmt.Errorf("%w: watch: %w", ErrUnavailable, err)
 		}
 		w.c.rotate(w.base)
+		w.resumed(err)
 		delay := backoff/2 + mrand.N(backoff/2+1)
 		backoff = min(2*backoff, w.c.cfg.MaxBackoff)
 		t := time.NewTimer(delay)
@@ -137,6 +144,12 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 			return Event{}, ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+func (w *Watcher) resumed(err error) {
+	if w.opts.OnResume != nil {
+		w.opts.OnResume(err, w.next)
 	}
 }
 
@@ -222,6 +235,7 @@ func (w *Watcher) read() (ev Event, ok bool, err error) {
 		if err := json.Unmarshal([]byte(data), &ev); err != nil {
 			return Event{}, false, fmt.Errorf("client: %s: bad event: %w", w.node, err)
 		}
+		ev.Raw = json.RawMessage(data)
 		w.next = idx + 1
 		w.c.observe(idx)
 		return ev, true, nil

@@ -5,19 +5,16 @@ package main
 // (JSON shapes mirrored below), never the server's Go types, so it builds even while those change.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	rkv "github.com/raftkv/raftkv/client"
@@ -77,17 +74,6 @@ func (e *apiError) Error() string {
 	return s
 }
 
-// transportError is a failure to get an answer at all. sent reports whether the request may have reached
-// the node: only a failure to connect (dial, DNS) proves it did not.
-type transportError struct {
-	node string
-	sent bool
-	err  error
-}
-
-func (e *transportError) Error() string { return e.node + ": " + e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
 // clientConfig configures a client; zero fields take the defaults.
 type clientConfig struct {
 	addrs      []string      // "host:port", optionally with an http:// or https:// scheme
@@ -103,31 +89,14 @@ type clientConfig struct {
 type client struct {
 	// pub runs every request/response call: one retry policy, one error decoding, in the public
 	// client package. What stays here is the CLI's view of it and the streams (watch, snapshot).
-	pub    *rkv.Client
-	bases  []string // normalized base URLs, "http://host:port"
-	scheme string   // of addresses given without one (a leader's address from status): http or https
-	cfg    clientConfig
-	hc     *http.Client
-
-	mu  sync.Mutex
-	cur int // index in bases of the node to try first: the last one that answered
+	pub *rkv.Client
+	cfg clientConfig
+	hc  *http.Client
 }
 
 func newClient(cfg clientConfig) (*client, error) {
 	if len(cfg.addrs) == 0 {
 		return nil, errors.New("no node address given")
-	}
-	scheme := "http"
-	if cfg.tls != nil {
-		scheme = "https"
-	}
-	bases := make([]string, 0, len(cfg.addrs))
-	for _, a := range cfg.addrs {
-		b, err := normalizeAddrScheme(a, scheme)
-		if err != nil {
-			return nil, err
-		}
-		bases = append(bases, b)
 	}
 	if cfg.timeout < 0 || cfg.minBackoff < 0 || cfg.maxBackoff < 0 {
 		return nil, errors.New("timeouts must not be negative")
@@ -157,7 +126,14 @@ func newClient(cfg clientConfig) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client{pub: pub, bases: bases, scheme: scheme, cfg: cfg, hc: hc}, nil
+	return &client{pub: pub, cfg: cfg, hc: hc}, nil
+}
+
+// node is a client of the one node at addr (a leader a status named, the first --addr for a probe),
+// over this client's transport, TLS and token.
+func (c *client) node(addr string) (*rkv.Client, error) {
+	return rkv.New(rkv.Config{Endpoints: []string{addr}, Timeout: c.cfg.timeout, MinBackoff: c.cfg.minBackoff,
+		MaxBackoff: c.cfg.maxBackoff, HTTPClient: c.hc, TLS: c.cfg.tls})
 }
 
 // newHTTPClient connects directly (no proxy: a proxy's 502 would hide whether a write reached the node,
@@ -301,108 +277,6 @@ func (c *client) fromPublic(ctx context.Context, err error) error {
 		return fmt.Errorf("%w after %s; last error: %w", errGaveUp, c.cfg.timeout, last)
 	}
 	return last
-}
-
-func retryable(cl call, err error) bool {
-	var te *transportError
-	if errors.As(err, &te) {
-		return !cl.write || !te.sent
-	}
-	var ae *apiError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	switch ae.code {
-	case codeNoLeader, codeNotReady, codeTimeout, codeShuttingDown:
-		return true
-	case codeIndeterminate:
-		return !cl.write
-	}
-	// A read may also retry a gateway-ish failure without a raftkv code.
-	return !cl.write && ae.code == "" &&
-		(ae.status == http.StatusBadGateway || ae.status == http.StatusServiceUnavailable || ae.status == http.StatusGatewayTimeout)
-}
-
-func (c *client) first() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.bases[c.cur]
-}
-
-// rotate moves on from base to the next node, unless another goroutine already did.
-func (c *client) rotate(base string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.bases[c.cur] == base {
-		c.cur = (c.cur + 1) % len(c.bases)
-	}
-}
-
-// once sends cl to one node. A non-2xx answer is returned as *apiError, no answer as *transportError.
-func (c *client) once(ctx context.Context, base string, cl call) (*response, error) {
-	node := nodeName(base)
-	u := base + cl.path
-	if len(cl.query) > 0 {
-		u += "?" + cl.query.Encode()
-	}
-	var body io.Reader
-	if cl.body != nil {
-		body = bytes.NewReader(cl.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", node, err)
-	}
-	if cl.ctype != "" {
-		req.Header.Set("Content-Type", cl.ctype)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ue, ok := err.(*url.Error); ok {
-			err = ue.Err // drop the method and URL: the node and the command say enough
-		}
-		return nil, &transportError{node: node, sent: !isDialError(err), err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, &transportError{node: node, sent: true, err: fmt.Errorf("reading answer: %w", err)}
-	}
-	if resp.StatusCode/100 != 2 {
-		return nil, decodeAPIError(node, resp.StatusCode, b)
-	}
-	return &response{node: node, header: resp.Header, body: b}, nil
-}
-
-// isDialError reports whether err happened while connecting, i.e. before any byte of the request left.
-func isDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
-	var dns *net.DNSError
-	return errors.As(err, &dns)
-}
-
-func decodeAPIError(node string, status int, body []byte) *apiError {
-	var e struct {
-		Error        string `json:"error"`
-		Code         string `json:"code"`
-		CurrentIndex uint64 `json:"current_index"`
-	}
-	ae := &apiError{node: node, status: status}
-	if json.Unmarshal(body, &e) == nil && (e.Error != "" || e.Code != "") {
-		ae.code, ae.msg, ae.current = e.Code, e.Error, e.CurrentIndex
-		return ae
-	}
-	ae.msg = strings.TrimSpace(string(body))
-	if len(ae.msg) > 200 {
-		ae.msg = ae.msg[:200] + "..."
-	}
-	if ae.msg == "" {
-		ae.msg = http.StatusText(status)
-	}
-	return ae
 }
 
 func decodeBody(resp *response, v any) error {
@@ -628,8 +502,14 @@ func forceQuery(force bool) string {
 
 // ready asks the first node once, without retrying, whether it is ready (GET /readyz is 200).
 func (c *client) ready(ctx context.Context) error {
-	_, err := c.once(ctx, c.bases[0], call{method: http.MethodGet, path: "/readyz"})
-	return err
+	n, err := c.node(c.cfg.addrs[0])
+	if err != nil {
+		return err
+	}
+	if _, err = n.Do(ctx, rkv.Request{Method: http.MethodGet, Path: "/readyz", Once: true}); err != nil {
+		return c.fromPublic(ctx, err)
+	}
+	return nil
 }
 
 // CloseIdleConnections passes through, so client.close still releases connections.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	rkv "github.com/raftkv/raftkv/client"
 	"github.com/raftkv/raftkv/store"
 )
 
@@ -80,15 +81,21 @@ only then renamed to FILE, so FILE is never a partial backup.`)
 	return exitOK
 }
 
-// saveSnapshot tries each node in turn until one streams a backup that verifies.
+// saveSnapshot asks the nodes in turn (the public client's failover) until one streams a backup that
+// verifies; a download that breaks or does not verify is tried again, on the next node, within timeout.
 func saveSnapshot(ctx context.Context, c *client, timeout time.Duration, path string) (store.ArchiveInfo, error) {
 	part := path + ".part"
 	defer os.Remove(part)
+	// Each attempt starts on the next node: a node that sent a bad backup is not asked again at once.
+	rr, err := rkv.New(rkv.Config{Endpoints: c.cfg.addrs, Timeout: timeout, MinBackoff: c.cfg.minBackoff,
+		MaxBackoff: c.cfg.maxBackoff, HTTPClient: c.hc, TLS: c.cfg.tls, RoundRobin: true})
+	if err != nil {
+		return store.ArchiveInfo{}, err
+	}
 	var lastErr error
 	deadline := time.Now().Add(timeout)
 	for attempt := 0; attempt == 0 || time.Now().Before(deadline); attempt++ {
-		base := c.first()
-		info, err := downloadSnapshot(ctx, c, base, part)
+		info, err := downloadSnapshot(ctx, rr, part)
 		if err == nil {
 			if err := os.Rename(part, path); err != nil {
 				return store.ArchiveInfo{}, err
@@ -96,39 +103,29 @@ func saveSnapshot(ctx context.Context, c *client, timeout time.Duration, path st
 			return info, syncDir(filepath.Dir(path))
 		}
 		lastErr = err
-		var ae *apiError
-		if ctx.Err() != nil || (errors.As(err, &ae) && !retryable(call{method: http.MethodGet}, err)) {
-			break
+		var ae *rkv.APIError
+		if ctx.Err() != nil || errors.As(err, &ae) || errors.Is(err, rkv.ErrUnavailable) {
+			break // an answer no node will change, or the nodes' failover already spent the budget
 		}
-		c.rotate(base)
 		select {
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return store.ArchiveInfo{}, lastErr
+	return store.ArchiveInfo{}, c.fromPublic(ctx, lastErr)
 }
 
-func downloadSnapshot(ctx context.Context, c *client, base, part string) (store.ArchiveInfo, error) {
-	node := nodeName(base)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/snapshot", nil)
+func downloadSnapshot(ctx context.Context, rr *rkv.Client, part string) (store.ArchiveInfo, error) {
+	st, err := rr.Open(ctx, rkv.Request{Method: http.MethodGet, Path: "/v1/snapshot"})
 	if err != nil {
 		return store.ArchiveInfo{}, err
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return store.ArchiveInfo{}, &transportError{node: node, err: err}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return store.ArchiveInfo{}, decodeAPIError(node, resp.StatusCode, b)
-	}
+	defer st.Body.Close()
 	f, err := os.OpenFile(part, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return store.ArchiveInfo{}, err
 	}
-	_, err = io.Copy(f, resp.Body)
+	_, err = io.Copy(f, st.Body)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -136,9 +133,13 @@ func downloadSnapshot(ctx context.Context, c *client, base, part string) (store.
 		err = cerr
 	}
 	if err != nil {
-		return store.ArchiveInfo{}, &transportError{node: node, sent: true, err: fmt.Errorf("download: %w", err)}
+		return store.ArchiveInfo{}, fmt.Errorf("%s: download: %w", st.Node, err)
 	}
-	return inspectFile(part)
+	info, err := inspectFile(part)
+	if err != nil {
+		return store.ArchiveInfo{}, fmt.Errorf("%s: %w", st.Node, err)
+	}
+	return info, nil
 }
 
 func syncDir(dir string) error {
@@ -278,11 +279,10 @@ func restoreSnapshot(ctx context.Context, c *client, path string) (store.Restore
 }
 
 func uploadSnapshot(ctx context.Context, c *client, addr, path string) (store.RestoreResult, error) {
-	base, err := normalizeAddrScheme(addr, c.scheme)
+	leader, err := c.node(addr)
 	if err != nil {
 		return store.RestoreResult{}, err
 	}
-	node := nodeName(base)
 	f, err := os.Open(path)
 	if err != nil {
 		return store.RestoreResult{}, err
@@ -292,29 +292,15 @@ func uploadSnapshot(ctx context.Context, c *client, addr, path string) (store.Re
 	if err != nil {
 		return store.RestoreResult{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/v1/snapshot", f)
+	// Sent once: a restore that may have reached the leader is not repeated (ErrIndeterminate).
+	resp, err := leader.Do(ctx, rkv.Request{Method: http.MethodPut, Path: "/v1/snapshot", BodyReader: f,
+		ContentLength: fi.Size(), Write: true})
 	if err != nil {
-		return store.RestoreResult{}, err
-	}
-	req.ContentLength = fi.Size()
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		te := &transportError{node: node, sent: true, err: err}
-		if isDialError(err) {
-			te.sent = false
-			return store.RestoreResult{}, te
-		}
-		return store.RestoreResult{}, fmt.Errorf("%w: %w", errIndeterminate, te)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return store.RestoreResult{}, decodeAPIError(node, resp.StatusCode, b)
+		return store.RestoreResult{}, c.fromPublic(ctx, err)
 	}
 	var res store.RestoreResult
-	if err := json.Unmarshal(b, &res); err != nil {
-		return res, fmt.Errorf("%s: unexpected answer: %w", node, err)
+	if err := json.Unmarshal(resp.Body, &res); err != nil {
+		return res, fmt.Errorf("%s: unexpected answer: %w", resp.Node, err)
 	}
 	return res, nil
 }

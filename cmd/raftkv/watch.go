@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	rkv "github.com/raftkv/raftkv/client"
 )
 
 // errCompacted: the index a watch needs is older than every node's history; exit status 1.
@@ -58,17 +58,15 @@ and says so: list again and watch from the list's index + 1.`)
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
-	w := &watcher{c: c, out: bufio.NewWriter(stdout), asJSON: asJSON, stderr: stderr}
-	q := url.Values{}
+	w := &watcher{c: c, out: bufio.NewWriter(stdout), asJSON: asJSON}
+	opts := rkv.WatchOptions{Prefix: prefix, Index: index, Prev: prev,
+		OnResume: func(err error, next uint64) {
+			fmt.Fprintf(stderr, "raftkv: watch: %v; resuming from index %d on another node\n", err, next)
+		}}
 	if oneKey {
-		q.Set("key", prefix)
-	} else {
-		q.Set("prefix", prefix)
+		opts.Prefix, opts.Key = "", prefix
 	}
-	if prev {
-		q.Set("prev", "true")
-	}
-	err = w.run(ctx, q, index)
+	err = w.run(ctx, opts)
 	if ctx.Err() != nil {
 		return exitOK // interrupted: the normal way to stop watching
 	}
@@ -78,130 +76,26 @@ and says so: list again and watch from the list's index + 1.`)
 type watcher struct {
 	c      *client
 	out    *bufio.Writer
-	stderr io.Writer
 	asJSON bool
 }
 
-// run follows the stream across nodes until ctx ends or the history no longer reaches next. next is
-// the first index not yet printed (0: from now, until the first stream says where now is).
-func (w *watcher) run(ctx context.Context, q url.Values, next uint64) error {
-	backoff := w.c.cfg.minBackoff
-	var lastErr error
-	failingSince := time.Time{}
-	for ctx.Err() == nil {
-		base := w.c.first()
-		progressed, err := w.stream(ctx, base, q, &next)
-		if ctx.Err() != nil {
-			return ctx.Err()
+// run follows the watch across nodes (the public client's Watcher: it resumes from the last index it
+// delivered on the next node, without a gap or a repeat) until ctx ends or the history no longer
+// reaches the next index.
+func (w *watcher) run(ctx context.Context, opts rkv.WatchOptions) error {
+	wt := w.c.pub.Watch(opts)
+	defer wt.Close()
+	for {
+		ev, err := wt.Next(ctx)
+		if errors.Is(err, rkv.ErrCompacted) {
+			return fmt.Errorf("%w: %w; list again and watch from the list's index + 1", errCompacted, err)
 		}
-		if errors.Is(err, errCompacted) {
+		if err != nil {
+			return w.c.fromPublic(ctx, err)
+		}
+		if err := w.print(string(ev.Raw)); err != nil {
 			return err
 		}
-		var ae *apiError
-		if errors.As(err, &ae) && ae.status/100 == 4 {
-			return err // a request no node will accept
-		}
-		if progressed {
-			backoff, failingSince = w.c.cfg.minBackoff, time.Time{}
-		} else if failingSince.IsZero() {
-			failingSince = time.Now()
-		} else if time.Since(failingSince) > w.c.cfg.timeout {
-			return fmt.Errorf("%w after %s; last error: %w", errGaveUp, w.c.cfg.timeout, err)
-		}
-		lastErr = err
-		fmt.Fprintf(w.stderr, "raftkv: watch: %v; resuming from index %d on another node\n", err, next)
-		w.c.rotate(base)
-		delay := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, w.c.cfg.maxBackoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-	}
-	if lastErr == nil {
-		lastErr = ctx.Err()
-	}
-	return lastErr
-}
-
-// stream runs one stream from one node; progressed says it delivered at least an event.
-func (w *watcher) stream(ctx context.Context, base string, q url.Values, next *uint64) (progressed bool, err error) {
-	node := nodeName(base)
-	qq := url.Values{}
-	for k, v := range q {
-		qq[k] = v
-	}
-	if *next > 0 {
-		qq.Set("index", strconv.FormatUint(*next, 10))
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/watch?"+qq.Encode(), nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := w.c.hc.Do(req)
-	if err != nil {
-		return false, &transportError{node: node, err: err}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		ae := decodeAPIError(node, resp.StatusCode, b)
-		if ae.code == "compacted" {
-			return false, fmt.Errorf("%w: %s: %s; list again and watch from the list's index + 1", errCompacted, node, ae.msg)
-		}
-		return false, ae
-	}
-	if *next == 0 { // "from now": the node says where now is
-		start, _ := strconv.ParseUint(resp.Header.Get("X-Kv-Index"), 10, 64)
-		*next = start + 1
-	}
-	r := bufio.NewReader(resp.Body)
-	var event, id, data string
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return progressed, &transportError{node: node, sent: true, err: fmt.Errorf("stream ended: %w", err)}
-		}
-		line = strings.TrimSuffix(line, "\n")
-		if line != "" {
-			name, value, _ := strings.Cut(line, ": ")
-			switch name {
-			case "event":
-				event = value
-			case "id":
-				id = value
-			case "data":
-				data = value
-			}
-			continue
-		}
-		switch event {
-		case "":
-			idx, err := strconv.ParseUint(id, 10, 64)
-			if err != nil || idx < *next {
-				return progressed, fmt.Errorf("%s: out-of-order event id %q (expected at least %d)", node, id, *next)
-			}
-			if err := w.print(data); err != nil {
-				return progressed, err
-			}
-			*next, progressed = idx+1, true
-		case "progress":
-			if idx, err := strconv.ParseUint(id, 10, 64); err == nil && idx+1 > *next {
-				*next = idx + 1
-			}
-			progressed = true
-		case "error":
-			var e struct {
-				Code, Error string
-				Resume      uint64 `json:"resume_index"`
-			}
-			_ = json.Unmarshal([]byte(data), &e)
-			if e.Code == "compacted" {
-				return progressed, fmt.Errorf("%w: %s: %s; list again and watch from the list's index + 1", errCompacted, node, e.Error)
-			}
-			return progressed, fmt.Errorf("%s: %s (%s)", node, e.Error, e.Code)
-		}
-		event, id, data = "", "", ""
 	}
 }
 
