@@ -36,7 +36,8 @@ func TestWatchResumesOnAnotherNodeWithoutGapsOrRepeats(t *testing.T) {
 		sse(event(12, "p/b"), "event: error\ndata: {\"code\":\"lagging\",\"error\":\"too slow\",\"resume_index\":13}\n\n"),
 	)
 	c := newTestClient(t, urlA, urlB)
-	w := c.Watch(WatchOptions{Prefix: "p/"})
+	var resumes []uint64
+	w := c.Watch(WatchOptions{Prefix: "p/", OnResume: func(_ error, next uint64) { resumes = append(resumes, next) }})
 	defer w.Close()
 	ctx := context.Background()
 
@@ -44,6 +45,7 @@ func TestWatchResumesOnAnotherNodeWithoutGapsOrRepeats(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(11), ev.Index)
 	require.Equal(t, []Change{{Type: "put", Key: "p/a", Value: []byte("x"), CreateIndex: 11, ModIndex: 11}}, ev.Changes)
+	require.JSONEq(t, `{"index":11,"changes":[{"type":"put","key":"p/a","value":"eA==","create_index":11,"mod_index":11}]}`, string(ev.Raw))
 
 	ev, err = w.Next(ctx)
 	require.NoError(t, err)
@@ -55,6 +57,7 @@ func TestWatchResumesOnAnotherNodeWithoutGapsOrRepeats(t *testing.T) {
 	require.ErrorIs(t, err, ErrCompacted)
 	require.Equal(t, "13", a.requests()[1].URL.Query().Get("index"), "resumed where the lagging stream said")
 	require.Equal(t, uint64(13), w.NextIndex())
+	require.Equal(t, []uint64{12, 13}, resumes, "each resume reported with the index it resumes from")
 	require.Empty(t, a.requests()[0].URL.Query().Get("index"), "the first stream starts now")
 	require.Empty(t, a.requests()[0].URL.Query().Get("min_index"), "nothing seen yet")
 	require.Equal(t, "12", a.requests()[1].URL.Query().Get("min_index"), "a resumed stream asks for what the client has seen")
