@@ -65,6 +65,8 @@ type workload struct {
 	// txn: each put is a transaction comparing the key's mod_index, then putting two keys (raftkv
 	// POST /v1/txn over net/http, etcd Txn); the ceiling has none and skips the row.
 	txn bool
+	// client: the row's client for raftkv and the ceiling (clientrows.go); etcd runs its ordinary one.
+	client string
 }
 
 var workloads = []workload{

@@ -263,6 +263,7 @@ func (r *report) writeTable(w io.Writer) {
 	if r.anyErrors() {
 		fmt.Fprintln(w, "* the row had errors; see the report for their kinds")
 	}
+	r.writeClientComparisons(w, false)
 	var b strings.Builder
 	r.writeScenarios(&b)
 	fmt.Fprint(w, b.String())
@@ -329,6 +330,7 @@ func (r *report) markdown() string {
 				"(see the load column below); the row's ceiling is not meaningful.\n", rw.Workload, rw.Concurrency)
 		}
 	}
+	r.writeClientComparisons(&b, true)
 	r.writeScenarios(&b)
 	for _, spec := range systemSpecs {
 		if !r.ran(spec.name) {

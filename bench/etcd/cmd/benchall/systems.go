@@ -171,6 +171,9 @@ func (c *raftkvCluster) addrs() []string    { return c.http }
 func (c *raftkvCluster) stop()              { stopAll(c.procs) }
 
 func (c *raftkvCluster) targets(w workload, p loadgen.Placement) (loadgen.TargetFactory, func(), error) {
+	if w.client != "" {
+		return clientTargets(c.http, w, p)
+	}
 	if w.nethttp || w.txn {
 		return nethttpTargets(c.http, w, p)
 	}
@@ -330,6 +333,8 @@ func (c *ceilingCluster) targets(w workload, p loadgen.Placement) (loadgen.Targe
 	switch {
 	case w.txn:
 		return nil, nil, errSkip
+	case w.client != "":
+		return clientTargets(c.http, w, p)
 	case w.nethttp:
 		return nethttpTargets(c.http, w, p)
 	}
