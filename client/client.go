@@ -194,6 +194,9 @@ func nodeName(base string) string {
 
 // kvPath escapes each segment of key and keeps "/" as the separator, for readable logs.
 func kvPath(key string) string {
+	if !needsEscape(key) {
+		return "/v1/kv/" + key
+	}
 	segs := strings.Split(key, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
@@ -201,13 +204,28 @@ func kvPath(key string) string {
 	return "/v1/kv/" + strings.Join(segs, "/")
 }
 
+// needsEscape: some byte of key is not kept as is in a path segment (RFC 3986 unreserved, or '/').
+func needsEscape(key string) bool {
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '/':
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // call is one API request.
 type call struct {
 	method string
 	path   string // escaped
 	query  url.Values
-	body   []byte
-	ctype  string
+	// rawQuery, when set, is the query already encoded (instead of query).
+	rawQuery string
+	body     []byte
+	ctype    string
 	// idemKey, when set, makes a write safe to retry whatever happened to an earlier attempt.
 	idemKey string
 	// write without idemKey: once it may have reached a node, it is never retried.
@@ -416,9 +434,14 @@ func (c *Client) rotate(base string) {
 // once sends cl to one node: a non-2xx answer is an *APIError, no answer a *transportError.
 func (c *Client) once(ctx context.Context, base string, cl call) (*response, error) {
 	node := nodeName(base)
-	u := base + cl.path
-	if len(cl.query) > 0 {
-		u += "?" + cl.query.Encode()
+	var u string
+	switch {
+	case cl.rawQuery != "":
+		u = base + cl.path + "?" + cl.rawQuery
+	case len(cl.query) > 0:
+		u = base + cl.path + "?" + cl.query.Encode()
+	default:
+		u = base + cl.path
 	}
 	var body io.Reader
 	if cl.body != nil {
@@ -470,9 +493,11 @@ func (c *Client) once(ctx context.Context, base string, cl call) (*response, err
 
 // observeHeaders raises the highest seen index to what an answer's headers say.
 func (c *Client) observeHeaders(h http.Header) {
-	for _, name := range []string{"X-Kv-Index", "X-Kv-Applied-Index", "X-Kv-Mod-Index"} {
-		if v, err := strconv.ParseUint(h.Get(name), 10, 64); err == nil {
-			c.observe(v)
+	for _, name := range [...]string{"X-Kv-Index", "X-Kv-Applied-Index", "X-Kv-Mod-Index"} {
+		if s := h[name]; len(s) > 0 { // a missing header would cost ParseUint an error allocation
+			if v, err := strconv.ParseUint(s[0], 10, 64); err == nil {
+				c.observe(v)
+			}
 		}
 	}
 }

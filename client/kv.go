@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -22,16 +23,22 @@ type Entry struct {
 }
 
 // ReadOption changes how a read is served.
-type ReadOption func(url.Values)
+type ReadOption func(*readOptions)
+
+type readOptions struct{ stale bool }
 
 // Stale serves the read from whichever node answers, without a quorum round. With the Client's
 // min_index it still reflects every write this Client has seen.
-func Stale() ReadOption { return func(q url.Values) { q.Set("consistency", "stale") } }
+func Stale() ReadOption { return func(o *readOptions) { o.stale = true } }
 
 func (c *Client) readQuery(opts []ReadOption) url.Values {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	q := url.Values{}
-	for _, o := range opts {
-		o(q)
+	if o.stale {
+		q.Set("consistency", "stale")
 	}
 	if seen := c.seen.Load(); seen > 0 {
 		q.Set("min_index", strconv.FormatUint(seen, 10))
@@ -39,9 +46,29 @@ func (c *Client) readQuery(opts []ReadOption) url.Values {
 	return q
 }
 
+// getQuery is readQuery already encoded, in one allocation: a Get runs it on every call.
+func (c *Client) getQuery(opts []ReadOption) string {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var buf [64]byte
+	b := buf[:0]
+	if o.stale {
+		b = append(b, "consistency=stale"...)
+	}
+	if seen := c.seen.Load(); seen > 0 {
+		if len(b) > 0 {
+			b = append(b, '&')
+		}
+		b = strconv.AppendUint(append(b, "min_index="...), seen, 10)
+	}
+	return string(b)
+}
+
 // Get returns key's entry, or an error that errors.Is ErrNotFound.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (Entry, error) {
-	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), query: c.readQuery(opts)})
+	resp, err := c.do(ctx, call{method: http.MethodGet, path: kvPath(key), rawQuery: c.getQuery(opts)})
 	if err != nil {
 		return Entry{}, err
 	}
@@ -72,14 +99,44 @@ func (c *Client) put(ctx context.Context, key string, value []byte, q url.Values
 	if err != nil {
 		return 0, casError(key, err)
 	}
-	var out struct {
-		Index uint64 `json:"index"`
+	index, ok := parseIndexAnswer(resp.body)
+	if !ok {
+		var out struct {
+			Index uint64 `json:"index"`
+		}
+		if err := decodeJSON(resp, &out); err != nil {
+			return 0, err
+		}
+		index = out.Index
 	}
-	if err := decodeJSON(resp, &out); err != nil {
-		return 0, err
+	c.observe(index)
+	return index, nil
+}
+
+// parseIndexAnswer reads a put's answer, {"index":N} (and white space), without encoding/json: every
+// write pays for it. ok is false for any other shape (then decoded in full).
+func parseIndexAnswer(b []byte) (uint64, bool) {
+	b = bytes.TrimSpace(b)
+	rest, found := bytes.CutPrefix(b, []byte(`{"index":`))
+	if !found {
+		return 0, false
 	}
-	c.observe(out.Index)
-	return out.Index, nil
+	digits, found := bytes.CutSuffix(rest, []byte("}"))
+	if !found || len(digits) == 0 || len(digits) > 19 { // 20 digits may overflow: left to encoding/json
+		return 0, false
+	}
+	var v uint64
+	for _, d := range digits {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		n := v*10 + uint64(d-'0')
+		if n < v {
+			return 0, false
+		}
+		v = n
+	}
+	return v, true
 }
 
 // Delete removes key; deleted reports whether it existed.
