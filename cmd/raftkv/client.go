@@ -98,6 +98,11 @@ func newClient(cfg clientConfig) (*client, error) {
 	if len(cfg.addrs) == 0 {
 		return nil, errors.New("no node address given")
 	}
+	for _, a := range cfg.addrs { // the CLI's own wording for a bad --addr
+		if _, err := normalizeAddr(a); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.timeout < 0 || cfg.minBackoff < 0 || cfg.maxBackoff < 0 {
 		return nil, errors.New("timeouts must not be negative")
 	}
