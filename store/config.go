@@ -79,6 +79,9 @@ type Config struct {
 	wrapLogStore func(raft.LogStore) raft.LogStore
 	// wrapStableStore, when set, wraps Raft's stable store (term and vote), for the same purpose.
 	wrapStableStore func(raft.StableStore) raft.StableStore
+	// reportApplied, when set, changes what this node answers when asked its applied index (tests
+	// make a member lie with it).
+	reportApplied func(applied uint64) uint64
 	// progressInterval and readyLagWindow: see progress.go (tests shorten them).
 	progressInterval, readyLagWindow time.Duration
 	// logBoundInterval: how often boundLogBytes looks (tests shorten it).

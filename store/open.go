@@ -70,6 +70,8 @@ type Store struct {
 
 	// heartbeatsMuted: this leader's disk has stalled; its transport sends no AppendEntries (stall.go).
 	heartbeatsMuted atomic.Bool
+	// replView: what each follower acknowledged to this node as leader; promotion reads it.
+	replView *replicationView
 	// divergedFlag: the corruption check found this node's state (or the members') to differ.
 	divergedFlag atomic.Bool
 
@@ -191,8 +193,9 @@ func Open(cfg Config) (_ *Store, err error) {
 		// pipelined follower until the leader restarts (raft #611/#612).
 		MaxRPCsInFlight: 1,
 	})
+	s.replView = newReplicationView()
 	trans := muteGate{votingGate: newVotingGate(netTrans, cfg.NodeID, s.admitted, s.logger.With("component", "raft-transport")),
-		muted: s.heartbeatsMuted.Load}
+		muted: s.heartbeatsMuted.Load, seen: s.replView}
 	undo = append(undo, func() { trans.Close() })
 
 	notify := make(chan bool, 1)

@@ -15,8 +15,10 @@ import (
 // reconcile.go: the leader makes the Raft configuration follow gossip, idempotently, on every pass.
 
 const (
-	// A non-voter is promoted once its applied index is within this many entries of the leader's.
-	caughtUpLag = 256
+	// A non-voter is promoted once it acknowledged to this leader a log within this many entries of the
+	// leader's last one, within caughtUpRecent (replview.go): the leader's own view, never the member's word.
+	caughtUpLag    = 256
+	caughtUpRecent = 5 * time.Second
 	// readdDelay keeps a wiped node out for a moment after its removal, so that what the leader was
 	// still sending its old incarnation (a snapshot, above all) mostly drains before the new one is
 	// replicated to. It is a courtesy, not the safety net: the FSM refuses a snapshot older than its
@@ -31,6 +33,7 @@ func (s *Store) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.replView.forget(servers)
 	members := s.gossip.Members()
 	s.proposer.format.Store(int64(clusterFormat(servers, members)))
 	var errs []error
@@ -74,7 +77,8 @@ func clusterFormat(servers map[raft.ServerID]raft.Server, members []transport.Me
 //     it runs an older log format, and is otherwise added as a non-voter with its data id recorded;
 //  4. a member in the configuration under another data id (wiped) is removed (if that keeps a quorum);
 //     it comes back through 3 on a later pass, as a new incarnation that admission.go then lets vote;
-//  5. only then is a member with no record recorded, and a caught-up non-voter promoted.
+//  5. only then is a member with no record recorded, and a non-voter promoted once the leader saw it
+//     acknowledge a log that is caught up (replview.go).
 func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers map[raft.ServerID]raft.Server) error {
 	id := raft.ServerID(m.ID)
 	srv, inConfig := servers[id]
@@ -144,7 +148,7 @@ func (s *Store) reconcileMember(ctx context.Context, m transport.Member, servers
 			return err
 		}
 	}
-	if srv.Suffrage != raft.Voter && s.caughtUp(ctx, transport.TargetAddr(m.ID, m.RaftAddr)) {
+	if srv.Suffrage != raft.Voter && s.replView.caughtUp(id, s.raft.CurrentTerm(), s.raft.LastIndex(), caughtUpLag, caughtUpRecent) {
 		s.logger.Info("promoting caught-up member to voter", "member", m.ID)
 		if err := s.raft.AddVoter(id, addr, 0, membershipChangeTimeout).Error(); err != nil {
 			return fmt.Errorf("promote: %w", err)
@@ -197,19 +201,4 @@ func (s *Store) memberDataID(id string) string {
 	}
 	recorded, _ := s.fsm.MemberDataID(id)
 	return recorded
-}
-
-func (s *Store) caughtUp(ctx context.Context, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	resp, err := s.rpc.Call(ctx, addr, rpcApplied, nil)
-	if err != nil {
-		return false
-	}
-	payload, err := decodeResponse(addr, resp)
-	if err != nil {
-		return false
-	}
-	applied, err := decodeUvarint(payload)
-	return err == nil && applied+caughtUpLag >= s.fsm.AppliedIndex()
 }

@@ -185,7 +185,11 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		}
 		return encodeResponse(nil, binary.AppendUvarint(nil, idx)), nil
 	case rpcApplied:
-		return encodeResponse(nil, binary.AppendUvarint(nil, s.fsm.AppliedIndex())), nil
+		applied := s.fsm.AppliedIndex()
+		if s.cfg.reportApplied != nil {
+			applied = s.cfg.reportApplied(applied)
+		}
+		return encodeResponse(nil, binary.AppendUvarint(nil, applied)), nil
 	case rpcHealth:
 		return encodeResponse(nil, encodeStats(s.localStats())), nil
 	case rpcKeyring:

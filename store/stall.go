@@ -12,6 +12,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -64,16 +65,30 @@ func (s *Store) watchDiskStall() {
 
 // muteGate is Raft's transport with this node's AppendEntries (heartbeats and replication) and
 // snapshot installs refused while heartbeatsMuted is set.
+// It also records, in seen, what each follower acknowledged (replview.go).
 type muteGate struct {
 	*votingGate
 	muted func() bool
+	seen  *replicationView
 }
 
 func (g muteGate) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if g.muted() {
 		return errMutedForStall
 	}
-	return g.votingGate.AppendEntries(id, target, args, resp)
+	if err := g.votingGate.AppendEntries(id, target, args, resp); err != nil {
+		return err
+	}
+	g.seen.appendEntries(id, args, resp)
+	return nil
+}
+
+func (g muteGate) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	if err := g.votingGate.InstallSnapshot(id, target, args, resp, data); err != nil {
+		return err
+	}
+	g.seen.installSnapshot(id, args, resp)
+	return nil
 }
 
 func (g muteGate) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
