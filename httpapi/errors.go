@@ -44,6 +44,7 @@ const (
 	codeBootstrapped           = "already_bootstrapped"
 	codeExists                 = "already_exists"
 	codeKeyringPartial         = "keyring_partial"
+	codeCrossOrigin            = "cross_origin"
 )
 
 // apiError is a request httpapi rejected itself, before reaching the store. It is never wrapped.

@@ -103,6 +103,9 @@ type server struct {
 	watches atomic.Int64 // streams being served
 	log     *slog.Logger
 	pprof   http.Handler // nil unless Options.EnablePprof
+	// crossOrigin refuses state-changing requests a browser sends on behalf of another site (CSRF): see
+	// docs/security.md. Clients that are not browsers send neither Sec-Fetch-Site nor Origin and pass.
+	crossOrigin http.CrossOriginProtection
 }
 
 // New returns the API handler: routes, request logging at debug level, and a recover guard.
@@ -227,6 +230,11 @@ func (s *server) match(path string) (routeID, string) {
 // dispatches it to its handler on the method. Audited routes get their audit line once answered.
 func (s *server) route(w http.ResponseWriter, r *http.Request) {
 	id, rest := s.match(r.URL.EscapedPath())
+	if err := s.crossOrigin.Check(r); err != nil {
+		s.writeError(w, r, &apiError{http.StatusForbidden, codeCrossOrigin,
+			"cross-origin request refused: a browser page from another site may not change this cluster (" + err.Error() + ")"})
+		return
+	}
 	if s.opts.ACLEnabled {
 		var ok bool
 		if r, ok = s.authorize(w, r, id, rest); !ok {
