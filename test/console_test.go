@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,6 +138,29 @@ func TestConsoleShowsTheClusterEditsKeysAndAFailedNode(t *testing.T) {
 	})()`, put.Index))
 	b.screenshot("console-watch.png")
 
+	// CSRF: a page of another site, open in the same browser, fires the requests a browser lets any page
+	// send to any address (no-cors POSTs: a node leaving the cluster, a transaction). The nodes refuse
+	// them (Sec-Fetch-Site / Origin), so nothing changes.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<!doctype html><title>evil</title><script>
+			const node = "http://%s";
+			Promise.allSettled([
+				fetch(node + "/v1/cluster/leave", {method: "POST", mode: "no-cors"}),
+				fetch(node + "/v1/txn", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+					body: JSON.stringify({success: [{op: "put", key: "csrf", value: btoa("pwned")}]})}),
+			]).then(() => { document.title = "sent"; });
+		</script>`, c.Node(0).HTTPAddr)
+	}))
+	defer evil.Close()
+	b.do(chromedp.Navigate(strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)))
+	b.waitFor("the other site's requests sent", `document.title === "sent"`)
+	require.Equal(t, http.StatusNotFound, c.Node(1).Get("csrf").Status, "a cross-site transaction must not apply")
+	st, err := c.Node(0).Status()
+	require.NoError(t, err)
+	require.Len(t, st.Members, 3, "a cross-site leave must not apply")
+	b.do(chromedp.Navigate(console + "#/cluster"))
+
 	// A stopped node: neither the one serving the page nor the leader, so both stay.
 	victim := -1
 	for i := 1; i < c.Size(); i++ {
@@ -155,6 +179,119 @@ func TestConsoleShowsTheClusterEditsKeysAndAFailedNode(t *testing.T) {
 			document.getElementById('c-health').textContent === "unhealthy";
 	})()`, victimID))
 	b.screenshot("console-cluster-failed.png")
+	b.noExceptions()
+}
+
+// The console of a cluster with ACLs on, over API TLS, in a real browser: it asks for a token, says so
+// clearly when the cluster refuses one, shows what a token without the right may not do (403) without
+// losing the token, and with a management token shows the cluster, creates a key and tails changes
+// (the live tail sends the token too). The token never becomes a cookie.
+func TestConsoleAsksForATokenWithACLsOverTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test: skipped with -short")
+	}
+	chromium := lookChromium(t)
+	pki := harness.NewPKI(t, "n1", "n2", "n3")
+	c := harness.StartCluster(t, 3, harness.Options{
+		LogLevel:  "info",
+		ExtraArgs: []string{"--acl-enabled"},
+		ClientTLS: pki.ClientTLS(),
+		NodeArgs:  func(id string) []string { return pki.APIArgs(id, false) },
+	})
+	n1 := c.Node(0)
+	var root aclToken
+	harness.WaitFor(t, 2*time.Minute, "bootstrap", func() error {
+		r := as(n1, "", "POST", "/v1/acl/bootstrap", "")
+		if r.Status != http.StatusOK {
+			return fmt.Errorf("%s", r)
+		}
+		root = mustToken(t, r)
+		return nil
+	})
+	c.SetToken(root.SecretID)
+	leaderID := c.Node(c.Leader(t)).ID
+	require.Equal(t, http.StatusOK, as(n1, root.SecretID, "POST", "/v1/acl/policies",
+		`{"name":"app-read","keys":[{"prefix":"app/","access":"list"}]}`).Status)
+	reader := mustToken(t, as(n1, root.SecretID, "POST", "/v1/acl/tokens", `{"description":"app reader","policies":["app-read"]}`))
+	admin := mustToken(t, as(n1, root.SecretID, "POST", "/v1/acl/tokens", `{"description":"console admin","management":true}`))
+	c.MustPut(t, 0, "app/config", []byte("replicas=3"))
+	harness.WaitFor(t, 30*time.Second, "n1 knows the tokens", func() error {
+		if r := as(n1, admin.SecretID, "GET", "/v1/acl/token/self", ""); r.Status != http.StatusOK {
+			return fmt.Errorf("%s", r)
+		}
+		if r := as(n1, reader.SecretID, "GET", "/v1/kv/app/config", ""); r.Status != http.StatusOK {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+
+	// The browser trusts the test CA's certificates as a user who installed the CA would.
+	b := startBrowser(t, chromium, chromedp.Flag("ignore-certificate-errors", true))
+	console := "https://" + n1.HTTPAddr + "/ui/"
+	b.do(chromedp.Navigate(console + "#/cluster"))
+	b.waitFor("the token form", `!document.getElementById('view-login').hidden &&
+		document.getElementById('t-msg').textContent.includes("ACLs enabled")`)
+	b.screenshot("console-token.png")
+
+	// A wrong token: refused, said so, not kept.
+	b.do(chromedp.SetValue(chromedp.ID("t-secret"), "rkv_not-a-real-token"), chromedp.Click(chromedp.ID("t-submit")))
+	b.waitFor("a refused token", `!document.getElementById('view-login').hidden &&
+		document.getElementById('t-msg').textContent.startsWith("The cluster refused the token") &&
+		sessionStorage.getItem("raftkv.token") === null`)
+
+	// A token that may list app/ only: keys work, the cluster view and writes say what is refused.
+	b.do(chromedp.SetValue(chromedp.ID("t-secret"), reader.SecretID), chromedp.Click(chromedp.ID("t-submit")))
+	b.waitFor("the cluster view refused for this token", `document.getElementById('view-login').hidden &&
+		!document.getElementById('view-cluster').hidden &&
+		document.getElementById('banner').textContent.includes("refused for this token: permission denied") &&
+		document.getElementById('who-name').textContent === "app reader"`)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "#/keys/app%2F"`))
+	b.waitFor("app/ listed with the reader token", `document.querySelector('#k-list tr[data-key="app/config"]') !== null`)
+	b.do(chromedp.Click(chromedp.ID("k-new")),
+		chromedp.WaitVisible(chromedp.ID("k-create")),
+		chromedp.SetValue(chromedp.ID("k-create-key"), "app/new"),
+		chromedp.Click(chromedp.ID("k-create-submit")))
+	b.waitFor("a create refused for this token", `document.getElementById('k-create-msg').textContent.includes("refused for this token: permission denied: write")`)
+	require.Equal(t, http.StatusNotFound, c.Node(1).Get("app/new").Status)
+
+	// Sign out, then the management token: the cluster, a key created in the page, the live tail.
+	b.do(chromedp.Click(chromedp.ID("who-out")))
+	b.waitFor("the token form after signing out", `!document.getElementById('view-login').hidden && sessionStorage.getItem("raftkv.token") === null`)
+	b.do(chromedp.SetValue(chromedp.ID("t-secret"), admin.SecretID), chromedp.Click(chromedp.ID("t-submit")))
+	b.waitFor("the view shown before signing out, again", `document.getElementById('view-login').hidden &&
+		document.querySelector('#k-list tr[data-key="app/config"]') !== null`)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "#/cluster"`))
+	b.waitFor("three healthy members and leader "+leaderID, fmt.Sprintf(`(() => {
+		const healthy = document.querySelectorAll('#members tbody tr[data-status="healthy"]');
+		return !document.getElementById('view-cluster').hidden && healthy.length === 3 &&
+			document.getElementById('c-leader').textContent === %q &&
+			document.getElementById('who-name').textContent.includes("(management)");
+	})()`, leaderID))
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "#/keys/app%2F"`),
+		chromedp.WaitVisible(chromedp.CSS(`#k-list tr[data-key="app/config"]`)),
+		chromedp.Click(chromedp.ID("k-new")),
+		chromedp.WaitVisible(chromedp.ID("k-create")),
+		chromedp.SetValue(chromedp.ID("k-create-key"), "app/new"),
+		chromedp.SetValue(chromedp.ID("k-create-value"), "made with a token"),
+		chromedp.Click(chromedp.ID("k-create-submit")))
+	b.waitFor("the created key's page", `document.getElementById('v-value').value === "made with a token"`)
+	require.Equal(t, "made with a token", string(c.Node(2).Get("app/new").Body))
+
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = "#/watch/app%2F"`))
+	b.waitFor("a running watch of app/", `document.getElementById('w-state').textContent.includes("complete up to index")`)
+	put := c.MustPut(t, 1, "app/config", []byte("replicas=5"))
+	b.waitFor("the change in the tail", fmt.Sprintf(`(() => {
+		const row = document.querySelector('#w-list tbody tr[data-key="app/config"]');
+		return row && row.dataset.index === "%d";
+	})()`, put.Index))
+
+	// A token deleted while the page uses it: the next call is refused and the form asks again.
+	require.Equal(t, http.StatusOK, as(n1, root.SecretID, "DELETE", "/v1/acl/tokens/"+admin.AccessorID, "").Status)
+	b.waitFor("the token form after the token was deleted", `!document.getElementById('view-login').hidden &&
+		document.getElementById('t-msg').textContent.startsWith("The cluster refused the token")`)
+	cookies, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.cookie`))
+	require.NoError(t, err)
+	require.Empty(t, cookies, "the token must never be a cookie")
 	b.noExceptions()
 }
 
@@ -188,9 +325,9 @@ const (
 	waitTimeout    = 20 * time.Second
 )
 
-func startBrowser(t *testing.T, path string) *browser {
+func startBrowser(t *testing.T, path string, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+	opts := append(append(chromedp.DefaultExecAllocatorOptions[:], extra...),
 		chromedp.ExecPath(path),
 		chromedp.NoSandbox, // tests run as root in CI; Chromium's sandbox refuses root
 		chromedp.WindowSize(1280, 720),

@@ -13,6 +13,10 @@
   // Largest code point: prefix + this sorts after every key that has prefix followed by anything else,
   // so a listing can jump over a whole folder in one request.
   const SKIP = "\u{10FFFF}";
+  // With ACLs on, the token lives in this tab's sessionStorage: it is sent only as an Authorization
+  // header by this page's own calls, never as a cookie, so another site cannot make the browser send it
+  // (docs/security.md, "The web console"), and it is gone when the tab closes.
+  const TOKEN_KEY = "raftkv.token";
 
   const $ = (id) => document.getElementById(id);
 
@@ -45,7 +49,8 @@
 
   class APIError extends Error {
     constructor(status, body) {
-      super((body && body.error) || ("HTTP " + status));
+      super(status === 403 ? "refused for this token: " + ((body && body.error) || "permission denied")
+        : (body && body.error) || ("HTTP " + status));
       this.status = status;
       this.code = body && body.code;
       this.body = body || {};
@@ -54,14 +59,19 @@
 
   // api performs one request with a deadline. It resolves with the Response for 2xx answers, and for
   // the statuses in okStatuses (health answers 503 with a full body); anything else throws APIError.
+  // A 401 (no token, or one the cluster does not know) shows the token form instead of the view.
   async function api(path, opts, okStatuses) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), REQUEST_MS);
     try {
-      const resp = await fetch(path, Object.assign({ signal: ctl.signal, cache: "no-store" }, opts || {}));
+      const o = Object.assign({ signal: ctl.signal, cache: "no-store", credentials: "omit" }, opts || {});
+      o.headers = authHeaders(o.headers);
+      const sent = token;
+      const resp = await fetch(path, o);
       if (resp.ok || (okStatuses || []).includes(resp.status)) return resp;
       let body = null;
       try { body = await resp.json(); } catch (_) { /* not JSON: keep the status */ }
+      if (resp.status === 401) askToken(sent, body);
       throw new APIError(resp.status, body);
     } catch (e) {
       if (e instanceof APIError) throw e;
@@ -69,6 +79,91 @@
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  // ---- token (ACLs) -------------------------------------------------------------------------------
+
+  let token = sessionStorage.getItem(TOKEN_KEY) || "";
+  let tokenAsk = null; // why the token form is shown; null while it is not
+
+  function authHeaders(h) {
+    const out = Object.assign({}, h || {});
+    if (token) out.Authorization = "Bearer " + token;
+    return out;
+  }
+
+  // askToken forgets the token a 401 answered (sent) and shows the token form saying why. Several
+  // calls in flight may each get the 401: only the first one changes the page.
+  function askToken(sent, body) {
+    if (sent && sent === token) {
+      token = "";
+      sessionStorage.removeItem(TOKEN_KEY);
+    }
+    if (tokenAsk !== null) return;
+    const why = body && body.error ? " (" + body.error + ")" : "";
+    tokenAsk = sent
+      ? "The cluster refused the token" + why + ": it is wrong, or has been deleted. Enter another one."
+      : "This cluster has ACLs enabled: enter a token to use the console" + why + ".";
+    route();
+  }
+
+  function enterLogin() {
+    message($("t-msg"), tokenAsk, tokenAsk && tokenAsk.startsWith("The cluster refused") ? "bad" : "");
+    $("t-secret").value = "";
+    $("t-secret").focus();
+    setWho(null);
+    return () => {};
+  }
+
+  async function submitToken(ev) {
+    ev.preventDefault();
+    const secret = $("t-secret").value.trim();
+    if (!secret) { message($("t-msg"), "Enter a token secret (rkv_…).", "bad"); return; }
+    token = secret;
+    tokenAsk = null;
+    $("t-submit").disabled = true;
+    try {
+      // Any valid token may read itself: this proves the secret before the views use it.
+      const self = await (await api("/v1/acl/token/self")).json();
+      sessionStorage.setItem(TOKEN_KEY, token);
+      setWho(self);
+      route();
+    } catch (e) {
+      if (tokenAsk === null) { // not a 401 (that already shows the form with its reason)
+        if (e.status === 400) { // ACLs are off on this node: no token is needed
+          token = "";
+          route();
+        } else {
+          tokenAsk = "";
+          message($("t-msg"), "Checking the token failed: " + e.message, "bad");
+        }
+      }
+    } finally {
+      $("t-submit").disabled = false;
+    }
+  }
+
+  // setWho shows which token the console uses, and a way to drop it.
+  function setWho(self) {
+    show($("who"), !!token);
+    if (!token) return;
+    $("who-name").textContent = self
+      ? (self.description || "token " + self.accessor_id.slice(0, 8)) + (self.management ? " (management)" : "")
+      : "token";
+    $("who-name").title = self ? "accessor " + self.accessor_id + (self.policies ? "; policies " + self.policies.join(", ") : "") : "";
+  }
+
+  async function loadWho() {
+    if (!token) { setWho(null); return; }
+    try { setWho(await (await api("/v1/acl/token/self")).json()); } catch (_) { /* a 401 asks again */ }
+  }
+
+  function signOut() {
+    token = "";
+    sessionStorage.removeItem(TOKEN_KEY);
+    setWho(null);
+    tokenAsk = "Signed out. Enter a token to use the console again.";
+    route();
   }
 
   // Keys travel as one path segment with "/" escaped: the API treats a/b and a%2Fb as the same key.
@@ -101,7 +196,7 @@
 
   // ---- routing ------------------------------------------------------------------------------------
 
-  const views = ["cluster", "keys", "key", "watch"];
+  const views = ["cluster", "keys", "key", "watch", "login"];
   let current = null;   // the view shown
   let leaveView = null; // stops what the shown view runs (polling, a stream)
 
@@ -111,7 +206,8 @@
     let name = slash < 0 ? h : h.slice(0, slash);
     let arg = "";
     try { arg = slash < 0 ? "" : decodeURIComponent(h.slice(slash + 1)); } catch (_) { arg = ""; }
-    if (!views.includes(name)) name = "cluster";
+    if (!views.includes(name) || name === "login") name = "cluster";
+    if (tokenAsk !== null) name = "login"; // the asked-for view shows once a token is accepted
     if (leaveView) { leaveView(); leaveView = null; }
     current = name;
     for (const v of views) show($("view-" + v), v === name);
@@ -123,6 +219,7 @@
     else if (name === "keys") leaveView = enterKeys(arg);
     else if (name === "key") leaveView = enterKey(arg);
     else if (name === "watch") leaveView = enterWatch(arg);
+    else if (name === "login") leaveView = enterLogin();
   }
 
   // go shows a view; asked for the one already shown (no hashchange), it reloads it.
@@ -176,7 +273,7 @@
       c.title = "the node this console talks to";
       c.className = "conn ok";
     } else {
-      c.textContent = "disconnected";
+      c.textContent = err && err.status === 401 ? "token needed" : "disconnected";
       c.title = err ? err.message : "";
       c.className = "conn bad";
     }
@@ -462,59 +559,131 @@
 
   // ---- live tail (GET /v1/watch) ------------------------------------------------------------------
 
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // parseSSE reads one Server-Sent Events message block ("event:", "id:", "data:" lines).
+  function parseSSE(block) {
+    const ev = { type: "message", id: null, data: "" };
+    for (const line of block.split("\n")) {
+      const colon = line.indexOf(":");
+      if (colon === 0) continue; // a comment
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") ev.type = value;
+      else if (field === "id") ev.id = value;
+      else if (field === "data") ev.data += (ev.data ? "\n" : "") + value;
+    }
+    return ev;
+  }
+
+  // The tail reads the stream with fetch rather than EventSource, which cannot send an Authorization
+  // header. It resumes the way EventSource would: after the stream ends, again from the last id received
+  // (Last-Event-ID), which misses nothing (no_leader, lagging, shutting_down), except after "compacted":
+  // the history no longer reaches back, so it stops and says so.
   function enterWatch(prefix) {
-    let src = null;
+    let gen = 0;     // a newer start or a stop makes an older stream's work irrelevant
+    let ctl = null;  // aborts the stream running now
     $("w-prefix").value = prefix;
     const body = $("w-list").tBodies[0];
     const state = (t) => { $("w-state").textContent = t; };
     const stop = (why) => {
-      if (src) { src.close(); src = null; }
+      gen++;
+      if (ctl) { ctl.abort(); ctl = null; }
       $("w-start").disabled = false;
       $("w-stop").disabled = true;
       if (why !== undefined) state(why);
     };
+    const addRows = (msg) => {
+      for (const c of msg.changes) {
+        body.prepend(el("tr", { class: c.type, "data-key": c.key, "data-type": c.type, "data-index": msg.index },
+          el("td", { class: "num", text: msg.index }),
+          el("td", { text: c.type }),
+          el("td", {}, el("a", { href: "#/key/" + encodeURIComponent(c.key), text: c.key })),
+          el("td", { class: "value", text: c.type === "put" ? preview(b64bytes(c.value)) : "" }),
+          el("td", { text: new Date().toLocaleTimeString() })));
+      }
+      while (body.rows.length > TAIL_ROWS) body.deleteRow(-1);
+    };
+    // handle acts on one message; false ends the tail.
+    const handle = (ev, sent) => {
+      if (ev.type === "message") {
+        const msg = JSON.parse(ev.data);
+        addRows(msg);
+        // Messages come exactly once and in index order, so this one completes the stream up to it.
+        state("watching; complete up to index " + msg.index);
+      } else if (ev.type === "progress") {
+        try { state("watching; complete up to index " + JSON.parse(ev.data).index); } catch (_) { /* ignore */ }
+      } else if (ev.type === "error") {
+        let e = {};
+        try { e = JSON.parse(ev.data); } catch (_) { e = { error: ev.data }; }
+        if (e.code === "compacted") { stop("stopped: the node no longer has the changes since the last event; start again"); return false; }
+        if (e.code === "unauthenticated") { stop(); askToken(sent, e); return false; }
+        if (e.code === "permission_denied") { stop("stopped: refused for this token: " + e.error); return false; }
+        state("reconnecting (" + (e.code || e.error) + ")…");
+      }
+      return true;
+    };
+    const run = async (p, my) => {
+      let lastId = null;
+      let delay = 0;
+      while (my === gen) {
+        if (delay) await sleep(delay);
+        if (my !== gen) return;
+        delay = 2000;
+        ctl = new AbortController();
+        const headers = authHeaders({ Accept: "text/event-stream" });
+        if (lastId !== null) headers["Last-Event-ID"] = lastId;
+        const sent = token;
+        let resp;
+        try {
+          resp = await fetch("/v1/watch?" + new URLSearchParams({ prefix: p }),
+            { headers, signal: ctl.signal, cache: "no-store", credentials: "omit" });
+        } catch (e) {
+          if (my === gen) state("reconnecting (cannot reach the node)…");
+          continue;
+        }
+        if (!resp.ok) {
+          let b = null;
+          try { b = await resp.json(); } catch (_) { /* not JSON */ }
+          if (my !== gen) return;
+          const why = (b && b.error) || "HTTP " + resp.status;
+          if (resp.status === 401) { stop(); askToken(sent, b); return; }
+          if (resp.status === 403) { stop("stopped: refused for this token: " + why); return; }
+          if (resp.status === 503) { state("reconnecting (" + ((b && b.code) || why) + ")…"); continue; }
+          if (b && b.code === "compacted") { stop("stopped: the node no longer has the changes since the last event; start again"); return; }
+          stop("stopped: " + why);
+          return;
+        }
+        state("watching " + (p ? "“" + p + "”" : "every key"));
+        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done || my !== gen) break;
+            buf += value.replace(/\r\n?/g, "\n");
+            let cut;
+            while ((cut = buf.indexOf("\n\n")) >= 0) {
+              const ev = parseSSE(buf.slice(0, cut));
+              buf = buf.slice(cut + 2);
+              if (ev.id !== null) lastId = ev.id;
+              if (!handle(ev, sent)) return;
+            }
+          }
+        } catch (_) {
+          // aborted by stop, or the connection dropped: resume below unless stopped
+        }
+        if (my === gen) state("reconnecting…");
+        delay = 500;
+      }
+    };
     const start = () => {
       stop();
       body.replaceChildren();
-      const p = $("w-prefix").value;
-      src = new EventSource("/v1/watch?" + new URLSearchParams({ prefix: p }));
       $("w-start").disabled = true;
       $("w-stop").disabled = false;
       state("connecting…");
-      src.onopen = () => state("watching " + (p ? "“" + p + "”" : "every key"));
-      src.onmessage = (ev) => {
-        const msg = JSON.parse(ev.data);
-        for (const c of msg.changes) {
-          body.prepend(el("tr", { class: c.type, "data-key": c.key, "data-type": c.type, "data-index": msg.index },
-            el("td", { class: "num", text: msg.index }),
-            el("td", { text: c.type }),
-            el("td", {}, el("a", { href: "#/key/" + encodeURIComponent(c.key), text: c.key })),
-            el("td", { class: "value", text: c.type === "put" ? preview(b64bytes(c.value)) : "" }),
-            el("td", { text: new Date().toLocaleTimeString() })));
-        }
-        while (body.rows.length > TAIL_ROWS) body.deleteRow(-1);
-        // Messages come exactly once and in index order, so this one completes the stream up to it.
-        state("watching; complete up to index " + msg.index);
-      };
-      src.addEventListener("progress", (ev) => {
-        try { state("watching; complete up to index " + JSON.parse(ev.data).index); } catch (_) { /* ignore */ }
-      });
-      // A server "error" event has data and ends the stream: EventSource then reconnects by itself with
-      // Last-Event-ID, which resumes exactly where it stopped (no_leader, lagging, shutting_down), except
-      // after "compacted": the history no longer reaches back, so start again from now. The browser's
-      // own error event (no data) means the connection dropped or was refused.
-      src.addEventListener("error", (ev) => {
-        if (ev.data) {
-          let e = {};
-          try { e = JSON.parse(ev.data); } catch (_) { e = { error: ev.data }; }
-          if (e.code === "compacted") stop("stopped: the node no longer has the changes since the last event; start again");
-          else state("reconnecting (" + (e.code || e.error) + ")…");
-        } else if (src && src.readyState === EventSource.CONNECTING) {
-          state("reconnecting…");
-        } else if (src && src.readyState === EventSource.CLOSED) {
-          stop("stopped: the node refused the watch");
-        }
-      });
+      run($("w-prefix").value, gen);
     };
     $("w-form").onsubmit = (ev) => { ev.preventDefault(); start(); };
     $("w-stop").onclick = () => stop("stopped");
@@ -525,7 +694,7 @@
   // The header says which node the console talks to, on every view; the cluster view refreshes it as
   // it polls, the others every few seconds.
   async function refreshConn() {
-    if (current !== "cluster") {
+    if (current !== "cluster" && current !== "login") {
       try { setConn(await (await api("/v1/cluster")).json()); } catch (e) { setConn(null, e); }
     }
     setTimeout(refreshConn, 3 * POLL_MS);
@@ -539,8 +708,11 @@
     $("k-new").onclick = openCreate;
     $("k-create").onsubmit = submitCreate;
     $("k-create-cancel").onclick = () => show($("k-create"), false);
+    $("t-form").onsubmit = submitToken;
+    $("who-out").onclick = signOut;
     window.addEventListener("hashchange", route);
     route();
     refreshConn();
+    loadWho();
   });
 })();
