@@ -164,6 +164,8 @@ type Cluster struct {
 	sec *security
 	// disks: every node keeps its data dir on a filesystem of its own (disk.go), for disk faults.
 	disks bool
+	// nodeArgs: `raftkv serve` flags of this cluster's nodes, after the run's (a later flag wins).
+	nodeArgs []string
 }
 
 // clusterOpts are the ways a cluster can differ from the default one.
@@ -171,6 +173,8 @@ type clusterOpts struct {
 	acl    bool // see Cluster.acl
 	secure bool // see Cluster.sec
 	disks  bool // see Cluster.disks
+	// nodeArgs are `raftkv serve` flags after the run's (a later flag wins).
+	nodeArgs []string
 }
 
 // NewCluster starts a cluster of size founders and waits until it is healthy. With acl, the nodes run
@@ -188,7 +192,7 @@ func NewSecureCluster(t testing.TB, env *Env, name string, size int, acl bool) *
 func newCluster(t testing.TB, env *Env, name string, size int, opts clusterOpts) *Cluster {
 	t.Helper()
 	acl := opts.acl
-	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl, disks: opts.disks}
+	c := &Cluster{t: t, env: env, Name: name, Network: name, start: time.Now(), nextIP: 10, savedLog: t.TempDir(), acl: acl, disks: opts.disks, nodeArgs: opts.nodeArgs}
 	if opts.secure {
 		sec, err := newSecurity(t.TempDir())
 		if err != nil {
@@ -408,6 +412,7 @@ func (c *Cluster) runContainer(n *Node, bootstrapExpect int) error {
 		args = append(args, "--bootstrap-expect", strconv.Itoa(bootstrapExpect))
 	}
 	args = append(args, c.env.NodeArgs...)
+	args = append(args, c.nodeArgs...)
 	if c.acl {
 		args = append(args, "--acl-enabled")
 	}

@@ -40,7 +40,9 @@ type scenario struct {
 	secure bool
 	// disks: every node keeps its data dir on a small filesystem of its own, for disk faults (disk.go).
 	disks bool
-	cycle func(s *run, i int) error
+	// nodeArgs: extra `raftkv serve` flags for this scenario's nodes (after the run's; a later flag wins).
+	nodeArgs []string
+	cycle    func(s *run, i int) error
 }
 
 // Recovery bounds. defaultBound is for Healthy (leader, readiness, configuration). gossipBound is for
@@ -212,7 +214,7 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("seed %d", seed)
 
 	name := fmt.Sprintf("rkc-%s-%s", strings.ReplaceAll(env.RunID, ".", "-"), sc.name)
-	c = newCluster(t, env, name, sc.nodes, clusterOpts{acl: sc.acl || aclAll, secure: sc.secure, disks: sc.disks})
+	c = newCluster(t, env, name, sc.nodes, clusterOpts{acl: sc.acl || aclAll, secure: sc.secure, disks: sc.disks, nodeArgs: sc.nodeArgs})
 	s := &run{t: t, sc: sc, c: c, rng: rand.New(rand.NewPCG(seed, 0)), timing: tm}
 
 	termBefore := s.term()
