@@ -123,10 +123,16 @@ func runCompare(args []string) int {
 		"(enough that the data, not the process's fixed cost, dominates)")
 	fs.IntVar(&f.scenario.watchers, "watchers", 200, "watch fan-out: watchers on one prefix, spread over the nodes")
 	fs.IntVar(&f.scenario.watchRate, "watch-rate", 200, "watch fan-out: puts per second under the watched prefix")
+	fs.IntVar(&f.scenario.sessions, "sessions", 10000, "keepalives: sessions (etcd: leases) renewed at TTL/3 beside put c=64")
+	fs.DurationVar(&f.scenario.sessionTTL, "session-ttl", 15*time.Second, "keepalives: the sessions' TTL (whole seconds, at least 3s)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	if f.scenario.sessions < 1 || f.scenario.sessionTTL < 3*time.Second || f.scenario.sessionTTL%time.Second != 0 {
+		fmt.Fprintln(os.Stderr, "benchall: --sessions must be at least 1, --session-ttl whole seconds and at least 3s")
 		return 2
 	}
 	if *rows != "" {

@@ -47,6 +47,8 @@ type scenarioFlags struct {
 	largeWriters, smallClients int
 	fillKeys                   int
 	watchers, watchRate        int
+	sessions                   int           // keepalives: sessions kept alive beside put c=64
+	sessionTTL                 time.Duration // keepalives: their TTL (renewed every TTL/3)
 }
 
 // measure is one number of a scenario for one system.
@@ -111,6 +113,7 @@ func runScenarios(ctx context.Context, sys system, f compareFlags, rep *report) 
 		fmt.Printf("   watch fan-out: failed: %v\n", err)
 		rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s watch fan-out: %v", sys.name(), err))
 	}
+	runSessionScenarios(ctx, sys, f, rep) // sessions.go
 }
 
 func sizeLabel(n int) string {
