@@ -4,6 +4,10 @@ go 1.26.8
 
 replace github.com/raftkv/raftkv => ../..
 
+// As in raftkv's go.mod (a dependency's replace does not carry over): raft-boltdb/v2 imports
+// go-metrics/compat, which v0.7.0 does not have.
+replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1
+
 require (
 	github.com/raftkv/raftkv v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.12.1
