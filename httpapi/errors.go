@@ -78,6 +78,7 @@ var errorTable = []struct {
 	{store.ErrNotFound, http.StatusNotFound, codeKeyNotFound},
 	{store.ErrSessionNotFound, http.StatusNotFound, codeSessionNotFound},
 	{store.ErrKeyHeld, http.StatusConflict, codeKeyHeld},
+	{store.ErrTooManySessions, http.StatusTooManyRequests, codeTooManySessions},
 	{store.ErrUnknownMember, http.StatusNotFound, codeUnknownMember},
 	{store.ErrInvalidArchive, http.StatusBadRequest, codeInvalidArchive},
 	{store.ErrInvalid, http.StatusBadRequest, codeInvalidRequest},

@@ -28,6 +28,7 @@ var errorRows = []struct {
 	{"timeout", fmt.Errorf("read index: %w", store.ErrTimeout), http.StatusServiceUnavailable, "timeout"},
 	{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), http.StatusServiceUnavailable, "timeout"},
 	{"not ready", fmt.Errorf("%w: catching up", store.ErrNotReady), http.StatusServiceUnavailable, "not_ready"},
+	{"too many sessions", fmt.Errorf("create session: %w: 2 live", store.ErrTooManySessions), http.StatusTooManyRequests, "too_many_sessions"},
 	{"shutting down", store.ErrShuttingDown, http.StatusServiceUnavailable, "shutting_down"},
 	{"unknown member", fmt.Errorf("remove: %w", store.ErrUnknownMember), http.StatusNotFound, "unknown_member"},
 	{"invalid", fmt.Errorf("%w: bad address", store.ErrInvalid), http.StatusBadRequest, "invalid_request"},

@@ -36,7 +36,7 @@ const (
 	maxSessionBody = 4 << 10
 )
 
-const codeSessionNotFound, codeKeyHeld = "session_not_found", "key_held"
+const codeSessionNotFound, codeKeyHeld, codeTooManySessions = "session_not_found", "key_held", "too_many_sessions"
 
 // routeSession serves every path under /v1/session/.
 func (s *server) routeSession(w http.ResponseWriter, r *http.Request, rest string) {

@@ -43,6 +43,10 @@ type Config struct {
 	// HTTP API checks its own clients' writes); give every node the same values.
 	MaxKeySize   int
 	MaxValueSize int64
+	// MaxSessions bounds the live sessions: a create is refused (ErrTooManySessions) while this node's
+	// state holds that many. Checked by the node that receives the create, against its own applied
+	// state, so creates in flight at once can overshoot it by their number; give every node the same.
+	MaxSessions int
 	// DedupWindow and DedupMaxKeys bound the idempotency records: a retry with the same key is answered
 	// from the record for at least DedupWindow after the first application (by the leaders' clocks),
 	// unless more than DedupMaxKeys newer keys pushed it out. The leader stamps its values into every
@@ -107,7 +111,9 @@ const (
 	DefaultReconcileInterval = 2 * time.Second
 	DefaultMaxKeySize        = 1024
 	DefaultMaxValueSize      = 1 << 20
-	DefaultDedupWindow       = 10 * time.Minute
+	// DefaultMaxSessions: ten times what `make bench` keeps alive; ~300 B of state each on every node.
+	DefaultMaxSessions = 100000
+	DefaultDedupWindow = 10 * time.Minute
 	// DefaultDiskStallTimeout: a healthy fsync takes milliseconds and a slow one well under a second;
 	// five seconds of one write is a disk that has stopped, not a busy one.
 	DefaultDiskStallTimeout = 5 * time.Second
@@ -168,6 +174,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.MaxValueSize <= 0 {
 		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
 	}
 	if c.DedupWindow == 0 {
 		c.DedupWindow = DefaultDedupWindow

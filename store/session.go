@@ -19,6 +19,8 @@ var (
 	ErrSessionNotFound = errors.New("session not found")
 	// ErrKeyHeld: the key is held by another session, or in the lock delay after its holder ended.
 	ErrKeyHeld = errors.New("key held by another session")
+	// ErrTooManySessions: the cluster holds its maximum of live sessions (Config.MaxSessions).
+	ErrTooManySessions = errors.New("too many sessions")
 )
 
 // Session TTL bounds. The minimum is twice raft's election timeout (1s): a shorter TTL could lapse
@@ -59,6 +61,10 @@ func (s *Store) CreateSession(ctx context.Context, o SessionOptions) (Session, e
 		Behavior: o.Behavior, LockDelay: o.LockDelay}
 	if err := checkSessionCreate(sc); err != nil {
 		return Session{}, fmt.Errorf("create session: %w: %v", ErrInvalid, err)
+	}
+	if n := s.fsm.SessionCount(); n >= s.cfg.MaxSessions {
+		return Session{}, fmt.Errorf("create session: %w: %d live, the maximum is %d; end unused sessions or raise --max-sessions",
+			ErrTooManySessions, n, s.cfg.MaxSessions)
 	}
 	res, err := s.writeSession(ctx, sc)
 	if err != nil {

@@ -151,3 +151,30 @@ func TestSessionExpiryAcrossALeaderChange(t *testing.T) {
 	require.NoError(t, lostKept)
 	renewErrMu.Unlock()
 }
+
+// --max-sessions: a create past the cap is refused with ErrTooManySessions (429 too_many_sessions) and
+// changes nothing; ending a session makes room again.
+func TestSessionCapRefusesCreatesPastIt(t *testing.T) {
+	c := newTestCluster(t)
+	c.configure = func(_ string, cfg *Config) { cfg.MaxSessions = 2 }
+	c.startCluster(3)
+	ctx := ctxT(t)
+	l := c.nodes[c.leader()].store
+	var a Session
+	require.Eventually(t, func() bool {
+		var err error
+		a, err = l.CreateSession(ctx, SessionOptions{TTL: 10 * time.Second})
+		return err == nil
+	}, waitFor, 50*time.Millisecond)
+	_, err := l.CreateSession(ctx, SessionOptions{TTL: 10 * time.Second})
+	require.NoError(t, err)
+	_, err = l.CreateSession(ctx, SessionOptions{TTL: 10 * time.Second})
+	require.ErrorIs(t, err, ErrTooManySessions)
+	all, _, err := l.Sessions(ctx, Linearizable)
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	_, err = l.DestroySession(ctx, a.ID)
+	require.NoError(t, err)
+	_, err = l.CreateSession(ctx, SessionOptions{TTL: 10 * time.Second})
+	require.NoError(t, err)
+}

@@ -53,6 +53,7 @@ type serveFlags struct {
 	bootstrapExpect                             int
 	logLevel, logFormat                         string
 	maxValueSize                                int64
+	maxSessions                                 int
 	snapshotThreshold, trailingLogs             uint64
 	snapshotInterval, requestTimeout            time.Duration
 	shutdownTimeout, httpBodyTimeout            time.Duration
@@ -86,6 +87,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.Int64Var(&f.maxValueSize, "max-value-size", 1<<20, "largest value accepted, in bytes")
+	fs.IntVar(&f.maxSessions, "max-sessions", store.DefaultMaxSessions, "most live sessions; creates past it get 429 too_many_sessions (give every node the same)")
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", store.DefaultSnapshotThreshold, "log entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", store.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", store.DefaultTrailingLogs, "log entries kept after a snapshot, for followers that lag a little")
@@ -217,6 +219,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if f.maxValueSize < 1 {
 		return usageError(fs, stderr, "--max-value-size must be at least 1")
 	}
+	if f.maxSessions < 1 {
+		return usageError(fs, stderr, "--max-sessions must be at least 1")
+	}
 	if f.httpMaxConns < 1 {
 		return usageError(fs, stderr, "--http-max-conns must be at least 1")
 	}
@@ -294,6 +299,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		LogCacheBytes:        f.logCacheBytes,
 		RequestTimeout:       f.requestTimeout,
 		MaxValueSize:         f.maxValueSize,
+		MaxSessions:          f.maxSessions,
 		DedupWindow:          f.dedupWindow,
 		DedupMaxKeys:         f.dedupMaxKeys,
 		DiskStallTimeout:     f.diskStallTimeout,
