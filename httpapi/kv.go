@@ -203,6 +203,7 @@ func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 		b = strconv.AppendUint(b, e.CreateIndex, 10)
 		b = append(b, `,"mod_index":`...)
 		b = strconv.AppendUint(b, e.ModIndex, 10)
+		b = appendLockFields(b, e)
 		b = append(b, '}')
 		if len(b) >= listFlushSize {
 			if _, err := w.Write(b); err != nil {

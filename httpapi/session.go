@@ -321,3 +321,19 @@ func (s *server) handleSessionPut(w http.ResponseWriter, r *http.Request, key st
 	}
 	writeJSON(w, http.StatusOK, append(b, '}'))
 }
+
+// appendLockFields appends what GET /v1/kv/{key} puts in X-Kv-Session and X-Kv-Lock-Index, for a list
+// entry or a transaction's get: "session" while a session holds the key, "lock_index" once it was ever
+// locked (it stays after a release). Keys never locked get neither field.
+func appendLockFields(b []byte, e *store.Entry) []byte {
+	if e.Lock == nil {
+		return b
+	}
+	if h := e.Holder(); h != "" {
+		b = appendJSONString(append(b, `,"session":`...), h)
+	}
+	if li := e.LockIndex(); li > 0 {
+		b = strconv.AppendUint(append(b, `,"lock_index":`...), li, 10)
+	}
+	return b
+}

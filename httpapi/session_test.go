@@ -206,6 +206,20 @@ func TestLockAcquireReleaseOverHTTP(t *testing.T) {
 	assert.Equal(t, a.ID, rec.Header().Get("X-Kv-Session"))
 	assert.Equal(t, fmt.Sprint(token), rec.Header().Get("X-Kv-Lock-Index"))
 
+	// A list and a transaction's get show the holder and the token too, as "session" and "lock_index".
+	plain := do(t, h, http.MethodPut, "/v1/kv/lockless", "x")
+	require.Equal(t, http.StatusOK, plain.Code)
+	var listed []map[string]any
+	decodeJSON(t, do(t, h, http.MethodGet, "/v1/kv?prefix=lock", ""), &listed)
+	require.Len(t, listed, 2)
+	assert.Equal(t, a.ID, listed[0]["session"])
+	assert.EqualValues(t, token, listed[0]["lock_index"])
+	assert.NotContains(t, listed[1], "session", "a key never locked has no lock fields")
+	assert.NotContains(t, listed[1], "lock_index")
+	rec = do(t, h, http.MethodPost, "/v1/txn", `{"success":[{"op":"get","key":"lock"}]}`)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	assert.Contains(t, rec.Body.String(), `"session":"`+a.ID+`","lock_index":`+fmt.Sprint(token))
+
 	decodeJSON(t, do(t, h, http.MethodPut, "/v1/kv/lock?acquire="+b.ID, "b"), &got)
 	require.False(t, got.Acquired)
 	rec = do(t, h, http.MethodPut, "/v1/kv/lock?session="+b.ID, "b")
@@ -217,6 +231,10 @@ func TestLockAcquireReleaseOverHTTP(t *testing.T) {
 	rec = do(t, h, http.MethodGet, "/v1/kv/lock", "")
 	assert.Empty(t, rec.Header().Get("X-Kv-Session"))
 	assert.Equal(t, fmt.Sprint(token), rec.Header().Get("X-Kv-Lock-Index"), "the token stays after a release")
+	listed = nil
+	decodeJSON(t, do(t, h, http.MethodGet, "/v1/kv?prefix=lock&limit=1", ""), &listed)
+	assert.NotContains(t, listed[0], "session", "released: no holder")
+	assert.EqualValues(t, token, listed[0]["lock_index"])
 
 	for _, q := range []string{"acquire=" + a.ID + "&release=" + a.ID, "acquire=" + a.ID + "&cas=0", "acquire="} {
 		rec = do(t, h, http.MethodPut, "/v1/kv/lock?"+q, "x")

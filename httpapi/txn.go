@@ -387,5 +387,5 @@ func appendEntryFields(b []byte, e *store.Entry) []byte {
 	b = strconv.AppendUint(b, e.CreateIndex, 10)
 	b = append(b, `,"mod_index":`...)
 	b = strconv.AppendUint(b, e.ModIndex, 10)
-	return b
+	return appendLockFields(b, e)
 }
