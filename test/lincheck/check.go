@@ -33,6 +33,11 @@ func writeIndex(op porcupine.Operation) (uint64, bool) {
 	if in.Kind == Get || out.Status != OK {
 		return 0, false
 	}
+	if in.Kind == Txn {
+		// A transaction that can write is a log entry with its own index, whichever branch ran; one
+		// that only reads answers the index of the view it read, which others share.
+		return out.Index, in.Writes()
+	}
 	if in.Kind == Delete && !out.Deleted {
 		return 0, false // deleting nothing: not promised a write index of its own
 	}
@@ -97,7 +102,14 @@ func Verify(t testing.TB, history []porcupine.Operation, timeout time.Duration) 
 	t.Helper()
 	start := time.Now()
 	res := Check(history, timeout)
-	t.Logf("lincheck: %d operations, porcupine %s in %v", len(history), res.Linearizable, time.Since(start).Round(time.Millisecond))
+	txns := 0
+	for _, op := range history {
+		if op.Input.(Input).Kind == Txn {
+			txns++
+		}
+	}
+	t.Logf("lincheck: %d operations (%d transactions), %d partitions, porcupine %s in %v", len(history), txns,
+		len(partitionByKeys(history)), res.Linearizable, time.Since(start).Round(time.Millisecond))
 	for i, p := range res.IndexProblems {
 		if i == 20 {
 			t.Errorf("lincheck: ... %d more index problems", len(res.IndexProblems)-i)

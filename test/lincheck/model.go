@@ -1,7 +1,8 @@
 // Package lincheck checks recorded histories of raftkv key-value operations for linearizability.
 //
-// It owns the sequential specification of the KV API as a porcupine model, partitioned by key, and
-// the checks porcupine cannot express per key: every acknowledged write has a unique index, and a
+// It owns the sequential specification of the KV API (single-key reads and writes, and multi-key
+// transactions) as a porcupine model, partitioned by the keys operations couple (txn.go), and the
+// checks porcupine cannot express per partition: every acknowledged write has a unique index, and a
 // write that finished before another started has the smaller index. It never talks to a server:
 // callers record operations (see Recorder) and hand the history over.
 //
@@ -16,11 +17,8 @@ package lincheck
 
 import (
 	"fmt"
-	"hash/fnv"
 	"math"
 	"strconv"
-
-	"github.com/anishathalye/porcupine"
 )
 
 // Infinity is the return timestamp of an operation whose outcome is unknown: porcupine may
@@ -35,6 +33,8 @@ const (
 	Get Kind = iota + 1
 	Put
 	Delete
+	// Txn is a transaction (POST /v1/txn): Compare, then Success or Failure, atomically at one index.
+	Txn
 )
 
 func (k Kind) String() string {
@@ -45,6 +45,8 @@ func (k Kind) String() string {
 		return "put"
 	case Delete:
 		return "delete"
+	case Txn:
+		return "txn"
 	}
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -52,11 +54,14 @@ func (k Kind) String() string {
 // Input is one request. Values must be unique across a history: the model identifies writes by value.
 type Input struct {
 	Kind  Kind
-	Key   string
+	Key   string // not Txn
 	Value string // Put only
 	// CAS makes a Put or Delete conditional on the key's modify index being Expected (0: key absent).
 	CAS      bool
 	Expected uint64
+	// Txn only: if every compare holds, Success runs, else Failure; ops see the earlier writes.
+	Compare          []Compare
+	Success, Failure []TxnOp
 }
 
 // Status is the kind of answer a request got.
@@ -85,6 +90,10 @@ type Output struct {
 	Deleted bool
 	// Mismatch.
 	Current uint64
+	// Txn (and Index: its write index, or for a transaction without writes the index of the view it
+	// read): which branch ran, and a result per op of that branch.
+	Succeeded bool
+	Results   []TxnResult
 }
 
 // keyState is the model's view of one key. All fields are comparable so == is state equality.
@@ -186,8 +195,8 @@ func mismatchHolds(s keyState, expected, current uint64) (keyState, bool) {
 	return observeMod(s, current)
 }
 
-// step is the nondeterministic sequential specification of one key.
-func step(s keyState, in Input, out Output) []keyState {
+// stepKey is the nondeterministic sequential specification of one key's single-key operations.
+func stepKey(s keyState, in Input, out Output) []keyState {
 	switch in.Kind {
 	case Get:
 		return stepGet(s, out)
@@ -301,48 +310,11 @@ func stepDelete(s keyState, in Input, out Output) []keyState {
 	return nil
 }
 
-// Model is the porcupine model of the KV API, partitioned by key.
-var Model = (&porcupine.NondeterministicModel{
-	Partition: partitionByKey,
-	Init:      func() []interface{} { return []interface{}{keyState{}} },
-	Step: func(state, input, output interface{}) []interface{} {
-		next := step(state.(keyState), input.(Input), output.(Output))
-		res := make([]interface{}, len(next))
-		for i, s := range next {
-			res[i] = s
-		}
-		return res
-	},
-	Equal: func(a, b interface{}) bool { return a.(keyState) == b.(keyState) },
-	Hash: func(state interface{}) uint64 {
-		s := state.(keyState)
-		h := fnv.New64a()
-		fmt.Fprintf(h, "%t|%s|%d|%d|%t|%d", s.Exists, s.Value, s.Mod, s.Create, s.CreateIsMod, s.Floor)
-		return h.Sum64()
-	},
-	DescribeOperation: describeOperation,
-	DescribeState:     func(state interface{}) string { return state.(keyState).String() },
-}).ToModel()
-
-func partitionByKey(history []porcupine.Operation) [][]porcupine.Operation {
-	byKey := map[string][]porcupine.Operation{}
-	var keys []string
-	for _, op := range history {
-		k := op.Input.(Input).Key
-		if _, ok := byKey[k]; !ok {
-			keys = append(keys, k)
-		}
-		byKey[k] = append(byKey[k], op)
-	}
-	parts := make([][]porcupine.Operation, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, byKey[k])
-	}
-	return parts
-}
-
 func describeOperation(input, output interface{}) string {
 	in, out := input.(Input), output.(Output)
+	if in.Kind == Txn {
+		return describeTxn(in, out)
+	}
 	var call string
 	switch {
 	case in.Kind == Get:
