@@ -55,8 +55,8 @@ func (lc *linClient) step(keys []string) {
 	}
 }
 
-// A randomized concurrent workload (get/put/cas/delete over a few keys, unique values, each
-// request to a random node) under faults: kill -9 and restart of a random node, SIGSTOP/SIGCONT of
+// A randomized concurrent workload (get/put/cas/delete over a few keys, and multi-key transactions
+// on pairs of them, unique values, each request to a random node) under faults: kill -9 and restart of a random node, SIGSTOP/SIGCONT of
 // the leader. The recorded history must be linearizable, values and indexes alike.
 func TestLinearizableUnderFaults(t *testing.T) {
 	c := harness.StartCluster(t, 3, harness.Options{})
@@ -141,23 +141,36 @@ func TestLinearizableUnderFaults(t *testing.T) {
 }
 
 // requireRejectsMutations shows the checker can say no on this very history: a read given a value
-// nobody wrote, or another mod index, must make it illegal.
+// nobody wrote, or another mod index, must make it illegal; so must a read-only transaction's get given
+// a value nobody wrote.
 func requireRejectsMutations(t *testing.T, history []porcupine.Operation) {
-	last := -1
+	last, lastTxn := -1, -1
 	for i, op := range history {
-		if in, out := op.Input.(lincheck.Input), op.Output.(lincheck.Output); in.Kind == lincheck.Get && out.Found {
+		in, out := op.Input.(lincheck.Input), op.Output.(lincheck.Output)
+		if in.Kind == lincheck.Get && out.Found {
 			last = i
+		}
+		if in.Kind == lincheck.Txn && !in.Writes() && len(out.Results) > 0 && out.Results[0].Found {
+			lastTxn = i
 		}
 	}
 	require.GreaterOrEqual(t, last, 0, "no successful read in the history")
-	for _, mutate := range []func(*lincheck.Output){
-		func(o *lincheck.Output) { o.Value = "never-written" },
-		func(o *lincheck.Output) { o.ModIndex++ },
+	require.GreaterOrEqual(t, lastTxn, 0, "no read-only transaction that found a key in the history")
+	for _, m := range []struct {
+		at     int
+		mutate func(*lincheck.Output)
+	}{
+		{last, func(o *lincheck.Output) { o.Value = "never-written" }},
+		{last, func(o *lincheck.Output) { o.ModIndex++ }},
+		{lastTxn, func(o *lincheck.Output) {
+			o.Results = append([]lincheck.TxnResult(nil), o.Results...)
+			o.Results[0].Value = "never-written"
+		}},
 	} {
 		h := append([]porcupine.Operation(nil), history...)
-		out := h[last].Output.(lincheck.Output)
-		mutate(&out)
-		h[last].Output = out
+		out := h[m.at].Output.(lincheck.Output)
+		m.mutate(&out)
+		h[m.at].Output = out
 		res := porcupine.CheckOperationsTimeout(lincheck.Model, h, linCheckTimeout)
 		require.Equal(t, porcupine.Illegal, res, "the checker must reject a mutated read %+v", out)
 	}

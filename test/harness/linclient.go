@@ -10,19 +10,22 @@ import (
 
 // LinClient is one client of the randomized linearizability workload, shared by the process tests
 // and the chaos suite: it picks an operation (get, put, cas put, delete, cas delete; some reads and cas
-// puts as transactions) on one of the given keys, sends it to the node it is given, and records call
-// and answer in the history. Values are unique per client, so a read names the write it saw.
+// puts as transactions) on one of the given keys, or a multi-key transaction on a pair of them
+// (lintxn.go), sends it to the node it is given, and records call and answer in the history. Values
+// are unique per client, so a read names the write it saw.
 type LinClient struct {
 	id      int
 	rng     *rand.Rand
 	rec     *lincheck.Recorder
 	lastMod map[string]uint64 // the last modify index this client saw per key (0: absent or unknown)
-	seq     int
+	// lastValue: the last value this client saw per key, for transactions' value compares.
+	lastValue map[string]string
+	seq       int
 }
 
 // NewLinClient makes client id of a workload recorded in rec.
 func NewLinClient(id int, rng *rand.Rand, rec *lincheck.Recorder) *LinClient {
-	return &LinClient{id: id, rng: rng, rec: rec, lastMod: map[string]uint64{}}
+	return &LinClient{id: id, rng: rng, rec: rec, lastMod: map[string]uint64{}, lastValue: map[string]string{}}
 }
 
 // StepResult is what one step did to the history.
@@ -43,9 +46,14 @@ const (
 	WriteIndeterminate
 )
 
-// Step runs one random operation on one of keys against node (named name in the history).
+// Step runs one random operation on one of keys against node (named name in the history). One step
+// in five is a transaction on key 2i and key 2i+1 (when the key has such a partner).
 func (lc *LinClient) Step(node *Client, name string, keys []string) StepResult {
-	key := keys[lc.rng.IntN(len(keys))]
+	i := lc.rng.IntN(len(keys))
+	key := keys[i]
+	if other := partner(keys, i); other != "" && lc.rng.IntN(5) == 0 {
+		return lc.stepTxn(node, name, key, other)
+	}
 	lc.seq++
 	value := fmt.Sprintf("c%d-%d", lc.id, lc.seq)
 
@@ -87,10 +95,11 @@ func (lc *LinClient) Step(node *Client, name string, keys []string) StepResult {
 		switch {
 		case r.Err == nil && r.Status == http.StatusOK:
 			call.Return(lincheck.Output{Status: lincheck.OK, Found: true, Value: string(r.Body), ModIndex: r.ModIndex, CreateIndex: r.CreateIndex})
-			lc.lastMod[key] = r.ModIndex
+			lc.lastMod[key], lc.lastValue[key] = r.ModIndex, string(r.Body)
 		case r.Err == nil && r.Status == http.StatusNotFound && r.Code == "key_not_found":
 			call.Return(lincheck.Output{Status: lincheck.OK})
 			lc.lastMod[key] = 0
+			delete(lc.lastValue, key)
 		default: // a failed read had no effect: it is not part of the history
 			return ReadFailed
 		}
@@ -99,9 +108,10 @@ func (lc *LinClient) Step(node *Client, name string, keys []string) StepResult {
 	switch r.Outcome() {
 	case Applied:
 		call.Return(lincheck.Output{Status: lincheck.OK, Index: r.Index, Deleted: r.Deleted})
-		lc.lastMod[key] = r.Index
+		lc.lastMod[key], lc.lastValue[key] = r.Index, value
 		if in.Kind == lincheck.Delete {
 			lc.lastMod[key] = 0
+			delete(lc.lastValue, key)
 		}
 		return Wrote
 	case CASFailed:
