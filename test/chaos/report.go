@@ -10,6 +10,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/raftkv/raftkv/test/harness"
 )
 
 // Result is the outcome of one scenario.
@@ -52,6 +54,9 @@ type Result struct {
 
 	// Elections: how many terms passed from the start of the workload to its end.
 	Elections uint64 `json:"elections"`
+
+	// Bank: the transactions workload's outcome, in the scenarios that run it.
+	Bank *harness.BankResult `json:"bank,omitempty"`
 
 	LatencyP50ms float64 `json:"latency_p50_ms"`
 	LatencyP99ms float64 `json:"latency_p99_ms"`

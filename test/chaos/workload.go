@@ -34,7 +34,10 @@ type WorkloadConfig struct {
 	// KeyedWriters write through the client package with idempotency keys and aggressive retries;
 	// MonoReaders hop between nodes with stale reads and min_index (keyed.go, issue 16).
 	KeyedWriters, MonoReaders int
-	Seed                      uint64
+	// BankTransferers and BankReaders run the bank (bank.go): transfers by transaction, and reads of
+	// every account at one index whose total must never change.
+	BankTransferers, BankReaders int
+	Seed                         uint64
 }
 
 // Workload is the concurrent load the suite runs from the host against every running node.
@@ -58,6 +61,7 @@ type Workload struct {
 
 	watchers []*ledgerWatcher
 	keyed    *keyedState
+	bank     *harness.Bank
 }
 
 type ledgerWrite struct {
@@ -80,6 +84,7 @@ func StartWorkload(c *Cluster, cfg WorkloadConfig) *Workload {
 		w.watchers = append(w.watchers, lw)
 		go lw.run()
 	}
+	w.startBank()
 	for id := 0; id < cfg.LedgerClients; id++ {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(1000+id)))
 		seq := 0
