@@ -328,12 +328,14 @@ func runScenario(t *testing.T, sc scenario) {
 
 	// Check 2d: the bank's transfers (transactions) conserved the total and replay exactly (issue 12).
 	if res.RecoveryS >= 0 {
+		bankStart := time.Now()
 		if bank := s.w.VerifyBank(ledgerWait); bank != nil {
 			res.Bank = bank
 			for _, p := range firstN(bank.Problems, 5) {
 				problem("bank: %s", p)
 			}
-			t.Logf("bank: %+v, %d unresolved, %d problems", bank.Stats, bank.Unresolved, len(bank.Problems))
+			t.Logf("bank: %+v, %d unresolved, %d problems; resolved and verified in %v", bank.Stats, bank.Unresolved,
+				len(bank.Problems), time.Since(bankStart).Round(time.Millisecond))
 		}
 	}
 
