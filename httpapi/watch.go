@@ -152,6 +152,11 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.watches.Add(-1)
+	reason := "refused" // answered with an error before the stream began
+	if wo, _ := s.opts.Observer.(WatchObserver); wo != nil {
+		wo.ObserveWatchStart()
+		defer func() { wo.ObserveWatchEnd(reason) }()
+	}
 
 	// A client resuming a watch sends the highest index it has seen: a node behind it would hold the
 	// stream silent until it caught up, so it waits at most the request timeout and otherwise answers
@@ -193,11 +198,24 @@ func (s *server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	go st.writeLoop()
 	defer st.finish()
 	st.push(appendProgress(nil, start-1), true) // tells a "from now" client where it starts
-	s.streamWatch(ctx, hub, st, &p, start, start-1)
+	reason = s.streamWatch(ctx, hub, st, &p, start, start-1)
 }
 
-// streamWatch reads the history from pos on and queues what matches, until the stream must end.
-func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStream, p *watchParams, pos, progressed uint64) {
+// WatchObserver counts watch streams (metrics.Node implements it): one start and one end per stream
+// that began, the end with why ("client" when the client went away, else the error code the stream
+// ended with: lagging, compacted, no_leader, shutting_down, permission_denied, ...; "refused" when it was
+// answered with an error status before streaming), and the changes
+// each stream sent.
+type WatchObserver interface {
+	ObserveWatchStart()
+	ObserveWatchEnd(reason string)
+	ObserveWatchEvents(n int)
+}
+
+// streamWatch reads the history from pos on and queues what matches, until the stream must end; it
+// returns why it ended (see WatchObserver).
+func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStream, p *watchParams, pos, progressed uint64) string {
+	wo, _ := s.opts.Observer.(WatchObserver)
 	progress := time.NewTicker(s.opts.WatchProgressInterval)
 	defer progress.Stop()
 	leaderCheck := time.NewTicker(leaderCheckInterval)
@@ -211,7 +229,7 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 	if now, err := s.recheck(ctx); err != nil { // changed since the request was decided
 		_, code := classify(err)
 		st.push(appendResumeError(nil, code, err.Error(), pos), true)
-		return
+		return code
 	} else if now != nil {
 		aclChanged = now.Changed()
 	}
@@ -220,7 +238,10 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 		evs, through, err := hub.Read(pos, &p.filter, watchPageEvents)
 		if err != nil { // a snapshot install or the history bound overtook this stream
 			st.push(appendStreamError(nil, err, pos), true)
-			return
+			if errors.Is(err, watch.ErrCompacted) {
+				return codeCompacted
+			}
+			return codeInternal
 		}
 		if len(evs) > 0 {
 			buf = buf[:0]
@@ -229,9 +250,12 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 			}
 			if !st.push(buf, false) {
 				st.push(appendLagging(nil, pos), true)
-				return
+				return codeLagging
 			}
 			buf = buf[:0]
+			if wo != nil {
+				wo.ObserveWatchEvents(len(evs))
+			}
 		}
 		pos = through + 1
 		if len(evs) == watchPageEvents {
@@ -254,21 +278,21 @@ func (s *server) streamWatch(ctx context.Context, hub *watch.Hub, st *watchStrea
 			if s.leaderGone(&leaderless) {
 				st.push(appendResumeError(nil, codeNoLeader, "this node has had no leader for "+
 					s.opts.NoLeaderTimeout.String()+"; resume on another node", pos), true)
-				return
+				return codeNoLeader
 			}
 		case <-aclChanged:
 			now, err := s.recheck(ctx)
 			if err != nil {
 				_, code := classify(err)
 				st.push(appendResumeError(nil, code, err.Error(), pos), true)
-				return
+				return code
 			}
 			aclChanged = now.Changed()
 		case <-s.opts.Stop:
 			st.push(appendResumeError(nil, codeShuttingDown, "this node is stopping; resume on another node", pos), true)
-			return
+			return codeShuttingDown
 		case <-ctx.Done():
-			return
+			return "client"
 		}
 	}
 }

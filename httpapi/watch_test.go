@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,4 +419,56 @@ func TestWatchAndLongPollWaitForMinIndexFirst(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
 	}
+}
+
+// watchCounter records what a WatchObserver sees.
+type watchCounter struct {
+	mu      sync.Mutex
+	live    int
+	ended   map[string]int
+	changes int
+}
+
+func (w *watchCounter) ObserveRequest(string, string, int, time.Duration) {}
+func (w *watchCounter) ObserveWatchStart()                                { w.mu.Lock(); w.live++; w.mu.Unlock() }
+func (w *watchCounter) ObserveWatchEvents(n int)                          { w.mu.Lock(); w.changes += n; w.mu.Unlock() }
+func (w *watchCounter) ObserveWatchEnd(reason string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.live--
+	w.ended[reason]++
+}
+
+func (w *watchCounter) snapshot() (int, map[string]int, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.live, maps.Clone(w.ended), w.changes
+}
+
+// The metrics see every stream start and end once, with why it ended, and the changes sent.
+func TestWatchStreamsAreCountedWithWhyTheyEnded(t *testing.T) {
+	wc := &watchCounter{ended: map[string]int{}}
+	rg := newWatchRig(t, Options{Observer: wc})
+	rg.put(t, "k", "1")
+	c := rg.watch(t, "key=k&index=1", nil)
+	c.nextChange(t)
+	rg.put(t, "k", "2")
+	c.nextChange(t)
+	live, _, changes := wc.snapshot()
+	assert.Equal(t, 1, live)
+	assert.Equal(t, 2, changes)
+
+	gone := rg.watch(t, "key=k", nil)
+	gone.nextOf(t, "progress")
+	gone.resp.Body.Close() // the client goes away
+	require.Eventually(t, func() bool { _, ended, _ := wc.snapshot(); return ended["client"] == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	rg.hub.Restored(10) // a snapshot install overtakes the stream: it ends "compacted"
+	require.Eventually(t, func() bool { _, ended, _ := wc.snapshot(); return ended["compacted"] == 1 }, 5*time.Second, 10*time.Millisecond)
+	resp, err := http.Get(rg.srv.URL + "/v1/watch?key=k&index=2") // 410 before streaming
+	require.NoError(t, err)
+	resp.Body.Close()
+	live, ended, _ := wc.snapshot()
+	assert.Equal(t, 0, live)
+	assert.Equal(t, map[string]int{"compacted": 1, "refused": 1, "client": 1}, ended)
 }

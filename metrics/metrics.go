@@ -43,6 +43,9 @@ type Node struct {
 	httpRequests     *prometheus.CounterVec
 	httpDuration     *prometheus.HistogramVec
 	aclDenials       *prometheus.CounterVec
+	watchStreams     prometheus.Gauge
+	watchEnded       *prometheus.CounterVec
+	watchEvents      prometheus.Counter
 }
 
 var _ store.Observer = (*Node)(nil)
@@ -115,13 +118,29 @@ func New() *Node {
 		Name: "raftkv_acl_denials_total",
 		Help: "Requests the ACLs refused, by code: unauthenticated (no or unknown token), permission_denied (a right missing).",
 	}, []string{"code"})
+	// Watches, named after etcd's etcd_debugging_mvcc_watch_stream_total / slow_watcher_total / events_total.
+	n.watchStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "raftkv_watch_streams",
+		Help: "Watch streams (GET /v1/watch) this node is serving.",
+	})
+	n.watchEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "raftkv_watch_streams_ended_total",
+		Help: "Watch streams ended, by reason: client (went away), lagging (read too slowly), compacted, no_leader, shutting_down, permission_denied, unauthenticated, internal, refused (an error answer before streaming).",
+	}, []string{"reason"})
+	n.watchEvents = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "raftkv_watch_events_sent_total",
+		Help: "Changes (one write index each) sent to watch streams, summed over the streams.",
+	})
 	n.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		n.leaderChanges, n.committed, n.failed, n.batchSize, n.applyDuration, n.boltCommit,
 		n.snapshotDuration, n.snapshotSize, n.forwardDuration, n.readIndexRPC, n.readIndexBatch,
-		n.httpRequests, n.httpDuration, n.aclDenials,
+		n.httpRequests, n.httpDuration, n.aclDenials, n.watchStreams, n.watchEnded, n.watchEvents,
 	)
+	for _, r := range []string{"client", "lagging", "compacted", "no_leader"} {
+		n.watchEnded.WithLabelValues(r)
+	}
 	for _, c := range []string{"unauthenticated", "permission_denied"} {
 		n.aclDenials.WithLabelValues(c)
 	}
@@ -186,6 +205,16 @@ func (n *Node) ObserveRequest(route, method string, code int, took time.Duration
 	n.httpRequests.WithLabelValues(route, method, c).Inc()
 	n.httpDuration.WithLabelValues(route, method, c).Observe(took.Seconds())
 }
+
+// ObserveWatchStart, ObserveWatchEnd and ObserveWatchEvents count watch streams (httpapi.WatchObserver).
+func (n *Node) ObserveWatchStart() { n.watchStreams.Inc() }
+
+func (n *Node) ObserveWatchEnd(reason string) {
+	n.watchStreams.Dec()
+	n.watchEnded.WithLabelValues(reason).Inc()
+}
+
+func (n *Node) ObserveWatchEvents(c int) { n.watchEvents.Add(float64(c)) }
 
 // ObserveACLDenial counts one request the ACLs refused (httpapi.ACLObserver).
 func (n *Node) ObserveACLDenial(code string) {

@@ -36,6 +36,10 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 	n.SnapshotPersisted(time.Second, 1234)
 	n.ObserveRequest("/v1/kv/{key}", "PUT", 200, time.Millisecond)
 	n.ObserveACLDenial("permission_denied")
+	n.ObserveWatchStart()
+	n.ObserveWatchStart()
+	n.ObserveWatchEvents(3)
+	n.ObserveWatchEnd("lagging")
 
 	assert.Equal(t, 1.0, testutil.ToFloat64(n.leaderChanges))
 	assert.Equal(t, 5.0, testutil.ToFloat64(n.committed))
@@ -56,6 +60,8 @@ func TestEventsAndStateAppearUnderTheirNames(t *testing.T) {
 		"raftkv_server_write_batch_size_count 1", `raftkv_network_forward_duration_seconds_count{result="error"} 1`,
 		"raftkv_disk_data_dir_free_bytes ", "go_goroutines ", "process_cpu_seconds_total ",
 		`raftkv_acl_denials_total{code="permission_denied"} 1`, `raftkv_acl_denials_total{code="unauthenticated"} 0`,
+		"raftkv_watch_streams 1", `raftkv_watch_streams_ended_total{reason="lagging"} 1`,
+		`raftkv_watch_streams_ended_total{reason="client"} 0`, "raftkv_watch_events_sent_total 3",
 	} {
 		assert.Contains(t, text, want)
 	}
