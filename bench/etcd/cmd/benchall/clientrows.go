@@ -13,11 +13,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/raftkv/raftkv/bench/loadgen"
 	"github.com/raftkv/raftkv/client"
@@ -195,6 +198,11 @@ func (r *report) writeClientComparisons(w io.Writer, markdown bool) {
 		cpu := ""
 		if ja, jb := a.Results["raftkv"], b.Results["raftkv"]; ja != nil && jb != nil && ja.ServerCPUPerOpUs != nil && jb.ServerCPUPerOpUs != nil {
 			cpu = fmt.Sprintf("; server CPU/op %.0f vs %.0f µs", *ja.ServerCPUPerOpUs, *jb.ServerCPUPerOpUs)
+			// The load generator's CPU per op: the client library's own cost, which other work on the
+			// machine moves far less than throughput.
+			if ja.ClientCPUCores != nil && jb.ClientCPUCores != nil {
+				cpu += fmt.Sprintf("; client CPU/op %.1f vs %.1f µs", 1e6**ja.ClientCPUCores/rk, 1e6**jb.ClientCPUCores/rb)
+			}
 		}
 		ceil := ""
 		if ck, cb := a.throughput("ceiling"), b.throughput("ceiling"); ck > 0 && cb > 0 {
@@ -215,5 +223,144 @@ func (r *report) writeClientComparisons(w io.Writer, markdown bool) {
 	fmt.Fprintln(w, "\nGo client, idempotency keys, min_index (c=128, raftkv):")
 	for _, l := range lines {
 		fmt.Fprintln(w, "  "+l)
+	}
+}
+
+// clientPair is one issue-16 comparison measured in interleaved slices: on a shared machine the load
+// moves a row's throughput by 2x between rows a minute apart, far more than the few percent under
+// test, so the two sides take turns in short slices (A B B A ...) on one running cluster and the
+// ratio is the median of the slices' pairwise ratios.
+type clientPair struct {
+	What     string  `json:"what"`
+	Row      string  `json:"row"`
+	Base     string  `json:"base"`
+	MinRatio float64 `json:"min_ratio,omitempty"`
+	Pairs    int     `json:"pairs"`
+	// Median pairwise ratios row/base: throughput, server CPU per op, client (load generator) CPU per op.
+	Throughput float64 `json:"throughput_ratio"`
+	ServerCPU  float64 `json:"server_cpu_per_op_ratio,omitempty"`
+	ClientCPU  float64 `json:"client_cpu_per_op_ratio,omitempty"`
+	// Medians of each side's slices.
+	RowOpsPerSec, BaseOpsPerSec     float64 `json:"-"`
+	RowServerCPUUs, BaseServerCPUUs float64 `json:"-"`
+	RowClientCPUUs, BaseClientCPUUs float64 `json:"-"`
+	Err                             string  `json:"error,omitempty"`
+}
+
+func workloadByLabel(label string) (workload, bool) {
+	for _, w := range workloads {
+		if w.label == label && w.concurrency == 128 {
+			return w, true
+		}
+	}
+	return workload{}, false
+}
+
+// runClientPairs measures every clientComparison on raftkv in interleaved slices.
+func runClientPairs(ctx context.Context, sys system, f compareFlags, placement loadgen.Placement) []*clientPair {
+	if sys.name() != "raftkv" {
+		return nil
+	}
+	pairs, slice, warm := 6, 1500*time.Millisecond, 300*time.Millisecond
+	if f.quick {
+		pairs, slice, warm = 2, 700*time.Millisecond, 200*time.Millisecond
+	}
+	sf := f
+	sf.duration, sf.warmup = slice, warm
+	var out []*clientPair
+	for _, c := range clientComparisons {
+		if f.rows != nil && !f.rows.MatchString(c.row) && !f.rows.MatchString(c.base) {
+			continue
+		}
+		cp := &clientPair{What: c.what, Row: c.row, Base: c.base, MinRatio: c.minRatio}
+		out = append(out, cp)
+		a, okA := workloadByLabel(c.row)
+		b, okB := workloadByLabel(c.base)
+		if !okA || !okB {
+			cp.Err = "unknown row"
+			continue
+		}
+		var tr, sr, cr, aOps, bOps, aS, bS, aC, bC []float64
+		for i := 0; i < pairs && ctx.Err() == nil; i++ {
+			first, second := b, a // A B B A: a drift in the load hits both sides alike
+			if i%2 == 1 {
+				first, second = a, b
+			}
+			r1, err1 := runRow(ctx, sys, first, sf, placement)
+			r2, err2 := runRow(ctx, sys, second, sf, placement)
+			if err1 != nil || err2 != nil {
+				cp.Err = fmt.Sprint(errors.Join(err1, err2))
+				break
+			}
+			ra, rb := r2, r1
+			if i%2 == 1 {
+				ra, rb = r1, r2
+			}
+			if ra.res.Throughput == 0 || rb.res.Throughput == 0 {
+				continue
+			}
+			tr = append(tr, ra.res.Throughput/rb.res.Throughput)
+			aOps, bOps = append(aOps, ra.res.Throughput), append(bOps, rb.res.Throughput)
+			if ra.cpuKnown && rb.cpuKnown && ra.res.Ops > 0 && rb.res.Ops > 0 {
+				as, bs := perOpUs(ra.serverCPU, ra.res.Ops), perOpUs(rb.serverCPU, rb.res.Ops)
+				ac, bc := perOpUs(ra.clientCPU, ra.res.Ops), perOpUs(rb.clientCPU, rb.res.Ops)
+				sr, cr = append(sr, as/bs), append(cr, ac/bc)
+				aS, bS, aC, bC = append(aS, as), append(bS, bs), append(aC, ac), append(bC, bc)
+			}
+		}
+		cp.Pairs = len(tr)
+		cp.Throughput, cp.ServerCPU, cp.ClientCPU = pairMedian(tr), pairMedian(sr), pairMedian(cr)
+		cp.RowOpsPerSec, cp.BaseOpsPerSec = pairMedian(aOps), pairMedian(bOps)
+		cp.RowServerCPUUs, cp.BaseServerCPUUs = pairMedian(aS), pairMedian(bS)
+		cp.RowClientCPUUs, cp.BaseClientCPUUs = pairMedian(aC), pairMedian(bC)
+		fmt.Printf("   pair: %s: throughput ×%.3f, server CPU/op ×%.3f, client CPU/op ×%.3f (%d pairs)\n",
+			c.what, cp.Throughput, cp.ServerCPU, cp.ClientCPU, cp.Pairs)
+	}
+	return out
+}
+
+func perOpUs(d time.Duration, ops uint64) float64 { return float64(d.Microseconds()) / float64(ops) }
+
+func pairMedian(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// writeClientPairs prints the interleaved comparisons (every round's, in order).
+func (r *report) writeClientPairs(w io.Writer, markdown bool) {
+	if len(r.ClientPairs) == 0 {
+		return
+	}
+	if markdown {
+		fmt.Fprintf(w, "\n## Issue 16, measured in interleaved slices (raftkv, c=128; ratios are row/base, medians of pairs)\n\n")
+		fmt.Fprintf(w, "| comparison | bar | pairs | throughput | ops/s row vs base | server CPU/op | µs row vs base | client CPU/op | µs row vs base |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	} else {
+		fmt.Fprintln(w, "\nIssue 16, interleaved slices (raftkv, c=128; row/base, medians of pairs):")
+	}
+	for _, p := range r.ClientPairs {
+		bar := "-"
+		if p.MinRatio > 0 {
+			bar = fmt.Sprintf("≥ %.2f", p.MinRatio)
+		}
+		if p.Err != "" {
+			fmt.Fprintf(w, "  %s: failed: %s\n", p.What, p.Err)
+			continue
+		}
+		if markdown {
+			fmt.Fprintf(w, "| %s | %s | %d | %.3f | %.0f / %.0f | %.3f | %.0f / %.0f | %.3f | %.1f / %.1f |\n", p.What, bar, p.Pairs,
+				p.Throughput, p.RowOpsPerSec, p.BaseOpsPerSec, p.ServerCPU, p.RowServerCPUUs, p.BaseServerCPUUs,
+				p.ClientCPU, p.RowClientCPUUs, p.BaseClientCPUUs)
+		} else {
+			fmt.Fprintf(w, "  %s (bar %s): throughput %.3f (%.0f / %.0f ops/s), server CPU/op %.3f (%.0f / %.0f µs), client CPU/op %.3f (%.1f / %.1f µs), %d pairs\n",
+				p.What, bar, p.Throughput, p.RowOpsPerSec, p.BaseOpsPerSec, p.ServerCPU, p.RowServerCPUUs, p.BaseServerCPUUs,
+				p.ClientCPU, p.RowClientCPUUs, p.BaseClientCPUUs, p.Pairs)
+		}
 	}
 }

@@ -352,6 +352,9 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 			row.res.Throughput, loadgen.FormatDuration(row.res.Latency.P50), loadgen.FormatDuration(row.res.Latency.P99), row.res.Errors)
 		rep.add(i, name, row)
 	}
+	if ctx.Err() == nil {
+		rep.ClientPairs = append(rep.ClientPairs, runClientPairs(ctx, sys, f, placement)...)
+	}
 	if !f.noScenarios && ctx.Err() == nil {
 		runScenarios(ctx, sys, f, rep)
 	}

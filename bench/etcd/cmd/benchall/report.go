@@ -36,6 +36,8 @@ type report struct {
 	Rows   []*row  `json:"rows"`
 	// Scenarios: the large-value and watch fan-out measures (scenarios.go).
 	Scenarios []*measure `json:"scenarios,omitempty"`
+	// ClientPairs: issue 16's comparisons in interleaved slices (clientrows.go), every round's.
+	ClientPairs []*clientPair `json:"client_pairs,omitempty"`
 }
 
 type meta struct {
@@ -264,6 +266,7 @@ func (r *report) writeTable(w io.Writer) {
 		fmt.Fprintln(w, "* the row had errors; see the report for their kinds")
 	}
 	r.writeClientComparisons(w, false)
+	r.writeClientPairs(w, false)
 	var b strings.Builder
 	r.writeScenarios(&b)
 	fmt.Fprint(w, b.String())
@@ -331,6 +334,7 @@ func (r *report) markdown() string {
 		}
 	}
 	r.writeClientComparisons(&b, true)
+	r.writeClientPairs(&b, true)
 	r.writeScenarios(&b)
 	for _, spec := range systemSpecs {
 		if !r.ran(spec.name) {
