@@ -261,9 +261,10 @@ func runClientPairs(ctx context.Context, sys system, f compareFlags, placement l
 	if sys.name() != "raftkv" {
 		return nil
 	}
-	pairs, slice, warm := 6, 1500*time.Millisecond, 300*time.Millisecond
+	// Slices of 3/10 of a row (1.5 s of the default 5 s) after 3/10 of its warmup.
+	pairs, slice, warm := 6, max(f.duration*3/10, 100*time.Millisecond), max(f.warmup*3/10, 50*time.Millisecond)
 	if f.quick {
-		pairs, slice, warm = 2, 700*time.Millisecond, 200*time.Millisecond
+		pairs = 2
 	}
 	sf := f
 	sf.duration, sf.warmup = slice, warm
