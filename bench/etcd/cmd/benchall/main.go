@@ -117,14 +117,18 @@ func runCompare(args []string) int {
 	fs.BoolVar(&f.progress, "progress", false, "a line per second while a row runs")
 	fs.BoolVar(&f.noScenarios, "no-scenarios", false, "skip the large-value, memory and watch fan-out scenarios")
 	rows := fs.String("rows", "", "run only the rows whose label (\"put\", \"get linearizable\", ...) matches this regexp; \"^$\" runs none")
-	fs.IntVar(&f.scenario.largeWriters, "large-writers", 64, "large values: concurrent large puts")
+	fs.IntVar(&f.scenario.largeWriters, "large-writers", 64, "large values: concurrent large puts (0 skips the large-value and memory rows)")
 	fs.IntVar(&f.scenario.smallClients, "small-clients", 8, "large values: concurrent 100 B clients on the followers (half read, half write)")
 	fs.IntVar(&f.scenario.fillKeys, "fill-keys", 192, "memory per stored byte: distinct 1 MiB values written before each node's RSS is read "+
 		"(enough that the data, not the process's fixed cost, dominates)")
-	fs.IntVar(&f.scenario.watchers, "watchers", 200, "watch fan-out: watchers on one prefix, spread over the nodes")
+	fs.IntVar(&f.scenario.watchers, "watchers", 200, "watch fan-out: watchers on one prefix, spread over the nodes (0 skips the row)")
 	fs.IntVar(&f.scenario.watchRate, "watch-rate", 200, "watch fan-out: puts per second under the watched prefix")
 	fs.IntVar(&f.scenario.sessions, "sessions", 10000, "keepalives: sessions (etcd: leases) renewed at TTL/3 beside put c=64")
 	fs.DurationVar(&f.scenario.sessionTTL, "session-ttl", 15*time.Second, "keepalives: the sessions' TTL (whole seconds, at least 3s)")
+	fs.IntVar(&f.scenario.scaleWatchers, "scale-watchers", 1000, "watch fan-out at scale: watchers on one prefix (0 skips the row)")
+	fs.IntVar(&f.scenario.scaleWatchRate, "scale-watch-rate", 1000, "watch fan-out at scale: puts per second in all")
+	fs.IntVar(&f.scenario.scaleWatchEvery, "scale-watch-every", 50, "watch fan-out at scale: 1 in this many puts lands under the watched prefix, the others beside it")
+	fs.IntVar(&f.scenario.idleWatches, "idle-watches", 10000, "memory of idle watches: watches held open on one node (0 skips the row)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -171,7 +171,8 @@ func TestCompareEndToEnd(t *testing.T) {
 	results := t.TempDir()
 	// Two rounds: the second must start every system afresh (a leftover data dir once kept etcd from forming).
 	code := runCompare([]string{"--raftkv", bin, "--out", results, "--duration", "300ms", "--warmup", "100ms", "--rounds", "2",
-		"--large-writers", "4", "--small-clients", "2", "--fill-keys", "4", "--watchers", "6", "--watch-rate", "50"})
+		"--large-writers", "4", "--small-clients", "2", "--fill-keys", "4", "--watchers", "6", "--watch-rate", "50",
+		"--scale-watchers", "6", "--scale-watch-rate", "50", "--scale-watch-every", "5", "--idle-watches", "20"})
 	require.Equal(t, 0, code)
 
 	left, err := os.ReadDir(tmp)
@@ -201,7 +202,8 @@ func TestCompareEndToEnd(t *testing.T) {
 	}
 	require.NotEmpty(t, rep.Scenarios)
 	// Measures that need a completed large put may be missing from rows this short; these never are.
-	always := map[string]bool{"100 B get p50, beside the writers": true, "events delivered / expected": true, "largest RSS / bytes stored": true}
+	always := map[string]bool{"100 B get p50, beside the writers": true, "events delivered / expected": true, "largest RSS / bytes stored": true,
+		"RSS per watch": true}
 	seen := 0
 	for _, m := range rep.Scenarios {
 		if always[m.Name] {
@@ -210,7 +212,7 @@ func TestCompareEndToEnd(t *testing.T) {
 			require.Contains(t, m.Values, "etcd", "%s: %s", m.Scenario, m.Name)
 		}
 	}
-	require.Equal(t, 4, seen, "two large-value rows, the watch row and the memory row")
+	require.Equal(t, 6, seen, "two large-value rows, two watch fan-out rows, the memory row and the idle-watch row")
 	md, err := os.ReadFile(filepath.Join(results, "latest.md"))
 	require.NoError(t, err)
 	require.Contains(t, string(md), "## etcd in detail")

@@ -9,7 +9,8 @@ package main
 //   - memory per stored byte: 1 MiB values into distinct keys, then each node's resident memory over
 //     the bytes stored.
 //   - watch fan-out: N watchers on one prefix spread over the nodes while puts land at a fixed rate;
-//     delivery latency (put acknowledged → event received) and server CPU per delivered event.
+//     delivery latency (put acknowledged → event received) and server CPU per delivered event. The
+//     same at issue 12's scale, and the memory of idle watches, are in watchscale.go.
 //
 // raftkv is driven through net/http (the ordinary client); etcd through clientv3.
 
@@ -49,6 +50,15 @@ type scenarioFlags struct {
 	watchers, watchRate        int
 	sessions                   int           // keepalives: sessions kept alive beside put c=64
 	sessionTTL                 time.Duration // keepalives: their TTL (renewed every TTL/3)
+	// the watch rows at issue 12's scale (watchscale.go)
+	scaleWatchers, scaleWatchRate, scaleWatchEvery int
+	idleWatches                                    int
+}
+
+// fanout is one watch fan-out row: watchers on one prefix, puts at watchRate per second, every
+// every-th of them under the watched prefix (1: all) and the others beside it.
+type fanout struct {
+	watchers, watchRate, every int
 }
 
 // measure is one number of a scenario for one system.
@@ -91,8 +101,8 @@ func runScenarios(ctx context.Context, sys system, f compareFlags, rep *report) 
 	defer sc.close()
 	var stored sync.Map // key → size of its last value, for memory per stored byte
 	for _, size := range []int{64 << 10, 1 << 20} {
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || f.scenario.largeWriters <= 0 {
+			break
 		}
 		if err := runLarge(ctx, sys, sc, f, size, &stored, rep); err != nil {
 			fmt.Printf("   large values %s: failed: %v\n", sizeLabel(size), err)
@@ -102,18 +112,23 @@ func runScenarios(ctx context.Context, sys system, f compareFlags, rep *report) 
 	if ctx.Err() != nil {
 		return
 	}
-	if err := runMemoryFill(ctx, sys, sc, f, &stored, rep); err != nil {
+	if f.scenario.largeWriters <= 0 || f.scenario.fillKeys <= 0 {
+		// skipped (with the large-value rows, or on its own)
+	} else if err := runMemoryFill(ctx, sys, sc, f, &stored, rep); err != nil {
 		fmt.Printf("   memory per stored byte: failed: %v\n", err)
 		rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s memory per stored byte: %v", sys.name(), err))
 	}
 	if ctx.Err() != nil {
 		return
 	}
-	if err := runWatchFanout(ctx, sys, sc, f, rep); err != nil {
+	if f.scenario.watchers <= 0 || f.scenario.watchRate <= 0 {
+		// skipped
+	} else if err := runWatchFanout(ctx, sys, sc, f, fanout{f.scenario.watchers, f.scenario.watchRate, 1}, rep); err != nil {
 		fmt.Printf("   watch fan-out: failed: %v\n", err)
 		rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s watch fan-out: %v", sys.name(), err))
 	}
 	runSessionScenarios(ctx, sys, f, rep) // sessions.go
+	runWatchScale(ctx, sys, sc, f, rep)   // watchscale.go
 }
 
 func sizeLabel(n int) string {
@@ -341,9 +356,11 @@ func runMemoryFill(ctx context.Context, sys system, sc scenarioClient, f compare
 func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 2) }
 
 // runWatchFanout: watchers on one prefix, puts at a fixed rate, every event's delivery latency.
-func runWatchFanout(ctx context.Context, sys system, sc scenarioClient, f compareFlags, rep *report) error {
-	sf := f.scenario
+func runWatchFanout(ctx context.Context, sys system, sc scenarioClient, f compareFlags, sf fanout, rep *report) error {
 	name := fmt.Sprintf("watch fan-out: %d watchers, %d puts/s", sf.watchers, sf.watchRate)
+	if sf.every > 1 {
+		name += fmt.Sprintf(" (1 in %d under the prefix)", sf.every)
+	}
 	const prefix = "watch/"
 	wctx, cancelWatches := context.WithCancel(ctx)
 	defer cancelWatches()
@@ -390,10 +407,10 @@ func runWatchFanout(ctx context.Context, sys system, sc scenarioClient, f compar
 
 	// Open loop: put i is due at i/rate; a few writers so one slow put does not hold back the rate.
 	cpu0, began := serverCPU(sys), time.Now()
-	var next, putErrs, acks atomic.Int64
+	var next, putErrs, acks, watchedAcks atomic.Int64
 	var pwg sync.WaitGroup
 	value := bytes.Repeat([]byte("w"), 100)
-	for range 16 {
+	for range max(16, sf.watchRate/50) { // enough writers that a put's latency does not hold back the rate
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
@@ -405,19 +422,27 @@ func runWatchFanout(ctx context.Context, sys system, sc scenarioClient, f compar
 				if d := time.Until(began.Add(time.Duration(i) * time.Second / time.Duration(sf.watchRate))); d > 0 {
 					time.Sleep(d)
 				}
-				if err := sc.put(ctx, i%nodes, prefix+strconv.Itoa(i), value); err != nil {
+				key := prefix + strconv.Itoa(i)
+				watched := i%sf.every == 0
+				if !watched {
+					key = "unwatched/" + strconv.Itoa(i) // lands beside the prefix: no watcher may hear of it
+				}
+				if err := sc.put(ctx, i%nodes, key, value); err != nil {
 					putErrs.Add(1)
 					continue
 				}
-				acked[i].Store(time.Now().UnixNano())
 				acks.Add(1)
+				if watched {
+					acked[i].Store(time.Now().UnixNano())
+					watchedAcks.Add(1)
+				}
 			}
 		}()
 	}
 	pwg.Wait()
 	putTime := time.Since(began)
 	// Let the last events arrive: until every watcher has every acknowledged put, or 5 s.
-	for end := time.Now().Add(5 * time.Second); delivered.Load() < acks.Load()*int64(sf.watchers) && time.Now().Before(end); {
+	for end := time.Now().Add(5 * time.Second); delivered.Load() < watchedAcks.Load()*int64(sf.watchers) && time.Now().Before(end); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed, cpu := time.Since(began), serverCPU(sys)-cpu0
@@ -433,7 +458,7 @@ func runWatchFanout(ctx context.Context, sys system, sc scenarioClient, f compar
 		}
 	}
 	s := sys.name()
-	want := acks.Load() * int64(sf.watchers)
+	want := watchedAcks.Load() * int64(sf.watchers)
 	rep.addMeasure(name, "puts/s achieved", "ops/s", false, s, float64(acks.Load())/putTime.Seconds())
 	rep.addMeasure(name, "events delivered / expected", "%", false, s, 100*float64(delivered.Load())/float64(max(want, 1)))
 	rep.addMeasure(name, "delivery latency p50 (put ack → event)", "ms", true, s, ms(lat.Quantile(0.5)))

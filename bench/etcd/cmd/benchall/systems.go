@@ -109,7 +109,9 @@ func startRaftkv(ctx context.Context, env *runEnv) (system, error) {
 			"--id", id, "--data-dir", data,
 			"--http-addr", c.http[i], "--raft-addr", loopback(ports[3*i+1]), "--gossip-addr", gossip[i],
 			"--bootstrap-expect", strconv.Itoa(nodes), "--join", strings.Join(others, ","),
-			"--log-level", "warn")
+			"--log-level", "warn",
+			// The idle-watch row holds 10,000 watch streams on one node, each a connection of its own.
+			"--http-max-conns", "16384", "--max-watches", "16384")
 		if err != nil {
 			c.stop()
 			return nil, err
