@@ -160,8 +160,11 @@ func runCompare(args []string) int {
 	if f.rounds == 0 {
 		f.rounds = 1
 	}
-	if f.rounds < 0 || f.scenario.largeWriters < 1 || f.scenario.smallClients < 2 || f.scenario.fillKeys < 1 || f.scenario.watchers < 1 || f.scenario.watchRate < 1 {
-		fmt.Fprintln(os.Stderr, "benchall: --large-writers, --fill-keys, --watchers and --watch-rate must be at least 1, --small-clients at least 2")
+	sf := f.scenario
+	if f.rounds < 0 || sf.largeWriters < 0 || sf.smallClients < 2 || sf.fillKeys < 1 || sf.watchers < 0 || sf.watchRate < 1 ||
+		sf.scaleWatchers < 0 || sf.scaleWatchRate < 1 || sf.scaleWatchEvery < 1 || sf.idleWatches < 0 {
+		fmt.Fprintln(os.Stderr, "benchall: --fill-keys, --watch-rate, --scale-watch-rate and --scale-watch-every must be at least 1, "+
+			"--small-clients at least 2, --large-writers, --watchers, --scale-watchers and --idle-watches at least 0 (0 skips the row)")
 		return 2
 	}
 	if f.rounds < 0 {

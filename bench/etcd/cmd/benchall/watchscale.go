@@ -26,8 +26,8 @@ const bytesPerMiB = 1 << 20
 // runWatchScale runs the scaled rows the flags ask for; a row that fails is reported, the next runs.
 func runWatchScale(ctx context.Context, sys system, sc scenarioClient, f compareFlags, rep *report) {
 	sf := f.scenario
-	if sf.scaleWatchers > 0 && sf.scaleWatchRate > 0 && ctx.Err() == nil {
-		if err := runWatchFanout(ctx, sys, sc, f, fanout{sf.scaleWatchers, sf.scaleWatchRate, max(sf.scaleWatchEvery, 1)}, rep); err != nil {
+	if sf.scaleWatchers > 0 && ctx.Err() == nil {
+		if err := runWatchFanout(ctx, sys, sc, f, fanout{sf.scaleWatchers, sf.scaleWatchRate, sf.scaleWatchEvery}, rep); err != nil {
 			fmt.Printf("   watch fan-out at scale: failed: %v\n", err)
 			rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s watch fan-out at scale: %v", sys.name(), err))
 		}
