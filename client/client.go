@@ -3,8 +3,9 @@
 //   - writes (Put, CAS, Delete, DeleteCAS, Txn) carry an Idempotency-Key chosen once per call, so a write
 //     whose outcome was unknown (a broken connection, a 503 indeterminate, a leader kill) is retried
 //     on any node and applies exactly once; the answer is the first application's;
-//   - reads carry the highest write index this Client has seen (min_index), so a stale read never goes
-//     back in time, even when it lands on another node, and still costs no quorum round;
+//   - stale reads carry the highest write index this Client has seen (min_index), so a stale read never
+//     goes back in time, even when it lands on another node, and still costs no quorum round (a
+//     linearizable read needs none: it already reflects every acknowledged write);
 //   - connection errors and 503s fail over to the next endpoint, with exponential backoff and jitter,
 //     within the call's context and Config.Timeout.
 //
@@ -74,7 +75,7 @@ type Config struct {
 
 	// RoundRobin starts each call on the next endpoint in turn instead of the last one that answered:
 	// stale reads spread over every node (client-side load balancing, as etcd's clientv3 balancer
-	// does). Reads still carry the Client's min_index, so hopping between nodes never goes back in time.
+	// does). Stale reads still carry the Client's min_index, so hopping between nodes never goes back in time.
 	RoundRobin bool
 }
 
@@ -154,7 +155,7 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// LastIndex is the highest write index this Client has seen; its reads wait for at least it.
+// LastIndex is the highest write index this Client has seen; its stale reads wait for at least it.
 func (c *Client) LastIndex() uint64 { return c.seen.Load() }
 
 // observe raises the highest seen index.

@@ -196,6 +196,36 @@ func TestReadsCarryTheHighestIndexSeen(t *testing.T) {
 	require.Equal(t, uint64(12), c.LastIndex())
 }
 
+// A linearizable read already reflects every acknowledged write: it carries no min_index (which would
+// only make a lagging node wait before its read-index round), and a stale one still does.
+func TestLinearizableReadsCarryNoMinIndex(t *testing.T) {
+	fake, url := newFake(t,
+		jsonReply(200, `{"index":5}`),
+		jsonReply(200, `v`, "X-Kv-Mod-Index", "5", "X-Kv-Index", "5"),
+		jsonReply(200, `[]`, "X-Kv-Index", "5"),
+		jsonReply(200, `{"succeeded":true,"index":5,"results":[]}`),
+		jsonReply(200, `v`, "X-Kv-Mod-Index", "5", "X-Kv-Index", "5"),
+	)
+	c := newTestClient(t, url)
+	ctx := context.Background()
+	_, err := c.Put(ctx, "k", []byte("v"))
+	require.NoError(t, err)
+	_, err = c.Get(ctx, "k")
+	require.NoError(t, err)
+	_, err = c.List(ctx, ListOptions{Prefix: "p"})
+	require.NoError(t, err)
+	_, err = c.Txn(ctx, Txn{Success: []TxnOp{OpGet("k")}})
+	require.NoError(t, err)
+	_, err = c.Get(ctx, "k", Stale())
+	require.NoError(t, err)
+	reqs := fake.requests()
+	for i, r := range reqs[1:4] {
+		require.False(t, r.URL.Query().Has("min_index"), "linearizable read %d: %s", i, r.URL)
+		require.False(t, r.URL.Query().Has("consistency"), "linearizable read %d: %s", i, r.URL)
+	}
+	require.Equal(t, "consistency=stale&min_index=5", reqs[4].URL.RawQuery)
+}
+
 func TestConfigValidation(t *testing.T) {
 	for _, cfg := range []Config{{}, {Endpoints: []string{"nope"}}, {Endpoints: []string{"ftp://a:1"}},
 		{Endpoints: []string{"a:1"}, Timeout: -1}} {

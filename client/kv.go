@@ -37,11 +37,14 @@ func (c *Client) readQuery(opts []ReadOption) url.Values {
 		opt(&o)
 	}
 	q := url.Values{}
+	// min_index only on a stale read: a linearizable one already reflects every acknowledged write
+	// (the node waits until it has applied the leader's read index, which covers every write the
+	// leader had acknowledged), so the Client's highest seen index adds nothing but a wait.
 	if o.stale {
 		q.Set("consistency", "stale")
-	}
-	if seen := c.seen.Load(); seen > 0 {
-		q.Set("min_index", strconv.FormatUint(seen, 10))
+		if seen := c.seen.Load(); seen > 0 {
+			q.Set("min_index", strconv.FormatUint(seen, 10))
+		}
 	}
 	return q
 }
@@ -56,12 +59,9 @@ func (c *Client) getQuery(opts []ReadOption) string {
 	b := buf[:0]
 	if o.stale {
 		b = append(b, "consistency=stale"...)
-	}
-	if seen := c.seen.Load(); seen > 0 {
-		if len(b) > 0 {
-			b = append(b, '&')
+		if seen := c.seen.Load(); seen > 0 {
+			b = strconv.AppendUint(append(b, "&min_index="...), seen, 10)
 		}
-		b = strconv.AppendUint(append(b, "min_index="...), seen, 10)
 	}
 	return string(b)
 }

@@ -69,7 +69,7 @@ func TestTxnWithWritesIsRetriedUnderOneKey(t *testing.T) {
 	require.Equal(t, bodies[0], bodies[2], "the retry is the same request")
 }
 
-// A transaction that only reads is a read: no key, the Client's min_index, stale on request.
+// A transaction that only reads is a read: no key, stale on request, then with the Client's min_index.
 func TestReadOnlyTxnIsARead(t *testing.T) {
 	fake, url := newFake(t,
 		jsonReply(200, `{"index":4}`),
