@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
@@ -16,10 +17,12 @@ import (
 // fakeStore is an in-memory Store with injectable errors. It follows the Store contract (cas semantics,
 // List order and "more"), so handler tests exercise real outcomes, not just canned answers.
 type fakeStore struct {
-	mu      sync.Mutex
-	data    map[string]store.Entry
-	index   uint64
-	members map[string]bool
+	mu sync.Mutex
+	// restoreDeadline is the deadline of the last Restore's context (zero: none).
+	restoreDeadline time.Time
+	data            map[string]store.Entry
+	index           uint64
+	members         map[string]bool
 
 	// errs injects an error per method name ("Put", "Get", ...); nil means behave normally.
 	errs map[string]error
@@ -301,6 +304,11 @@ func (f *fakeStore) Restore(ctx context.Context, r io.Reader) (store.RestoreResu
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return store.RestoreResult{}, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		f.mu.Lock()
+		f.restoreDeadline = d
+		f.mu.Unlock()
 	}
 	return store.RestoreResult{Keys: len(b)}, nil
 }

@@ -93,4 +93,19 @@ func TestSnapshotRestoreErrorsMapToTheirStatus(t *testing.T) {
 	hs.store.errs["Restore"] = fmt.Errorf("%w: %w", store.ErrInvalidArchive, errors.New("SHA-256 mismatch"))
 	requireError(t, hs.do(t, http.MethodPut, "/v1/snapshot", strings.NewReader("x")), http.StatusBadRequest, "invalid_archive")
 	requireError(t, hs.do(t, http.MethodPost, "/v1/snapshot", nil), http.StatusMethodNotAllowed, "method_not_allowed")
+	delete(hs.store.errs, "Restore")
+
+	// ?timeout= bounds the restore: the store gets it as its context's deadline.
+	start := time.Now()
+	require.Equal(t, http.StatusOK, hs.do(t, http.MethodPut, "/v1/snapshot?timeout=90s", strings.NewReader("x")).Code)
+	hs.store.mu.Lock()
+	d := hs.store.restoreDeadline
+	hs.store.mu.Unlock()
+	assert.WithinDuration(t, start.Add(90*time.Second), d, 5*time.Second)
+	for _, q := range []string{"timeout=soon", "timeout=0s", "timeout=-1m", "wait=1m"} {
+		requireError(t, hs.do(t, http.MethodPut, "/v1/snapshot?"+q, strings.NewReader("x")), http.StatusBadRequest, "invalid_parameter")
+	}
+	hs.store.errs["Restore"] = fmt.Errorf("%w: the restore did not finish within its deadline (before installing it); nothing changed", store.ErrTimeout)
+	body = requireError(t, hs.do(t, http.MethodPut, "/v1/snapshot?timeout=1s", strings.NewReader("x")), http.StatusServiceUnavailable, "timeout")
+	assert.Contains(t, body["error"], "nothing changed")
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -38,8 +39,32 @@ func (s *server) handleRestore(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, invalidRequest("request body is empty; want a snapshot archive"))
 		return
 	}
+	var timeout time.Duration
+	err := forEachParam(r.URL.RawQuery, func(name, value string) error {
+		if name != "timeout" {
+			return unknownParam(name)
+		}
+		d, err := time.ParseDuration(value)
+		if err != nil || d <= 0 {
+			return paramError("timeout must be a positive duration such as 10m, got " + strconv.Quote(value))
+		}
+		timeout = d
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	if timeout > 0 {
+		// The whole restore (receiving the archive, verifying and preparing it) must fit in it; the
+		// leader installs it only if it did, so past it the answer is 503 timeout and nothing changed.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	rc := http.NewResponseController(w)
-	res, err := s.store.Restore(r.Context(), &progressReader{r: r.Body, rc: rc})
+	res, err := s.store.Restore(ctx, &progressReader{r: r.Body, rc: rc})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -143,8 +143,11 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (RestoreResult, error)
 	}
 	defer os.Remove(raw.Name())
 	defer raw.Close()
-	meta, err := archive.Read(r, raw)
+	meta, err := archive.Read(ctxReader{ctx, r}, raw)
 	if err != nil {
+		if ctx.Err() != nil {
+			return RestoreResult{}, restoreDeadline(ctx, "while receiving the archive")
+		}
 		return RestoreResult{}, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
 	}
 	if !fsm.ReadsSnapshotFormat(meta.DataFormat) {
@@ -161,8 +164,11 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (RestoreResult, error)
 	}
 	defer os.Remove(prepared.Name())
 	defer prepared.Close()
-	info, err := s.fsm.PrepareRestore(raw, prepared, index)
+	info, err := s.fsm.PrepareRestore(ctxReader{ctx, raw}, prepared, index)
 	if err != nil {
+		if ctx.Err() != nil {
+			return RestoreResult{}, restoreDeadline(ctx, "while preparing the state")
+		}
 		if errors.Is(err, fsm.ErrInvalidSnapshot) {
 			return RestoreResult{}, fmt.Errorf("%w: the checksum matches but the data is not a valid state: %w", ErrInvalidArchive, err)
 		}
@@ -175,8 +181,10 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (RestoreResult, error)
 	if _, err := prepared.Seek(0, io.SeekStart); err != nil {
 		return RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
+	// The last point where the restore can still be called off whole: raft.Restore below installs it
+	// on this node at once (one snapshot: all or nothing), and it cannot be interrupted.
 	if ctx.Err() != nil {
-		return RestoreResult{}, ctx.Err()
+		return RestoreResult{}, restoreDeadline(ctx, "before installing it")
 	}
 	if last := s.raft.LastIndex(); last >= index-restoreIndexGap/2 {
 		// Never reached in practice; if it were, the FSM would refuse the snapshot and Raft panic.
@@ -200,6 +208,29 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (RestoreResult, error)
 	}
 	s.logger.Info("restored a backup", "keys", info.Keys, "write_index", index)
 	return RestoreResult{Archive: meta, Keys: info.Keys, Bytes: info.Bytes, WriteIndex: index}, nil
+}
+
+// restoreDeadline is a restore called off before anything was installed: its deadline passed (503
+// timeout), or its client went away (the caller sees context.Canceled).
+func restoreDeadline(ctx context.Context, when string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: the restore did not finish within its deadline (%s); nothing changed", ErrTimeout, when)
+	}
+	return fmt.Errorf("restore called off %s; nothing changed: %w", when, ctx.Err())
+}
+
+// ctxReader stops a restore's reading once its context ends, so a deadline cuts a slow upload or a
+// long preparation short instead of waiting for the next I/O error.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 func (s *Store) notLeaderError() error {

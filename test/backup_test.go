@@ -84,6 +84,13 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 	require.True(t, idemAfter.OK(), "%s", idemAfter)
 	require.Equal(t, http.StatusNotFound, c.Node(follower).Get("bk-000").Status, "the bad restores changed nothing")
 
+	// A restore that cannot be done within --restore-timeout says so and changes nothing (the leader's
+	// side of the deadline: store.TestRestorePastItsDeadlineChangesNothing).
+	_, errOut, code = harness.RunCLI(t, "snapshot", "restore", file, "--addr", addrs, "--restore-timeout", "1ms")
+	assert.Equal(t, 3, code, errOut)
+	assert.Contains(t, errOut, "not done within --restore-timeout 1ms; nothing changed")
+	require.Equal(t, http.StatusNotFound, c.Node(follower).Get("bk-000").Status, "the timed-out restore changed nothing")
+
 	out, _, code = harness.RunCLI(t, "snapshot", "restore", file, "--addr", addrs)
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, fmt.Sprintf("%d keys", n))

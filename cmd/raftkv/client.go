@@ -137,7 +137,12 @@ func newClient(cfg clientConfig) (*client, error) {
 // node is a client of the one node at addr (a leader a status named, the first --addr for a probe),
 // over this client's transport, TLS and token.
 func (c *client) node(addr string) (*rkv.Client, error) {
-	return rkv.New(rkv.Config{Endpoints: []string{addr}, Timeout: c.cfg.timeout, MinBackoff: c.cfg.minBackoff,
+	return c.nodeWithTimeout(addr, c.cfg.timeout)
+}
+
+// nodeWithTimeout is node with its own budget per call (a restore's upload is not bound by --timeout).
+func (c *client) nodeWithTimeout(addr string, timeout time.Duration) (*rkv.Client, error) {
+	return rkv.New(rkv.Config{Endpoints: []string{addr}, Timeout: timeout, MinBackoff: c.cfg.minBackoff,
 		MaxBackoff: c.cfg.maxBackoff, HTTPClient: c.hc, TLS: c.cfg.tls})
 }
 

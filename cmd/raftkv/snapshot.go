@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -200,12 +201,20 @@ Replace every key of the running cluster with FILE's. FILE is verified here firs
 it again and installs it through Raft, so every node, and every node that joins later, gets it. The
 cluster's membership is kept. Writes in flight at that moment may fail as indeterminate.
 
+--restore-timeout bounds the whole restore (finding the leader, sending FILE, the leader's checks). The
+leader installs FILE only if it got and checked all of it in time (a little before the bound, so its
+answer arrives); otherwise nothing changes and the command says so (exit 3). Only when the bound passes
+while the leader is installing it (one step: all or nothing) is the outcome unknown; the command says
+that too, and "raftkv cluster status" (the write index) tells which.
+
 Offline, with --data-dir: seed a new cluster instead. The (empty) data dir becomes the first node of a
 new cluster holding FILE's keys; start it with "raftkv serve --data-dir DIR --id ID" (no
 --bootstrap-expect needed) and join other nodes to it as usual.`)
 	var cf clientFlags
 	cf.register(fs)
 	var dataDir, id, raftAddr string
+	var restoreTimeout time.Duration
+	fs.DurationVar(&restoreTimeout, "restore-timeout", defaultRestoreTimeout, "bound on the whole restore; past it nothing is changed")
 	host, _ := os.Hostname()
 	fs.StringVar(&dataDir, "data-dir", "", "offline: seed this empty data dir as the first node of a new cluster")
 	fs.StringVar(&id, "id", host, "offline: the id the seeded node will run with")
@@ -216,6 +225,9 @@ new cluster holding FILE's keys; start it with "raftkv serve --data-dir DIR --id
 	}
 	if len(pos) != 1 {
 		return usageError(fs, stderr, "snapshot restore takes one FILE")
+	}
+	if restoreTimeout <= 0 {
+		return usageError(fs, stderr, "--restore-timeout must be positive")
 	}
 	info, err := inspectFile(pos[0])
 	if err != nil {
@@ -241,18 +253,41 @@ new cluster holding FILE's keys; start it with "raftkv serve --data-dir DIR --id
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
-	res, err := restoreSnapshot(ctx, c, pos[0])
+	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	res, err := restoreSnapshot(ctx, c, pos[0], restoreTimeout)
 	if err != nil {
-		return fail(stderr, fmt.Errorf("snapshot restore %s: %w", pos[0], err))
+		return fail(stderr, restoreError(ctx, pos[0], restoreTimeout, err))
 	}
 	fmt.Fprintf(stdout, "restored %s (taken on %s at %s): %d keys, %d bytes; write index now %d\n",
 		pos[0], info.Meta.NodeID, info.Meta.Time.Format(time.RFC3339), res.Keys, res.Bytes, res.WriteIndex)
 	return exitOK
 }
 
+// defaultRestoreTimeout: time to send, check and install a large backup (1 M keys of 100 B, ~130 MB,
+// take well under a minute on one machine), with room for a slow link.
+const defaultRestoreTimeout = 10 * time.Minute
+
+// restoreError says what a failed restore changed: nothing, unless the bound passed while the leader
+// may have been installing it.
+func restoreError(ctx context.Context, path string, bound time.Duration, err error) error {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae) && ae.code == codeTimeout:
+		return fmt.Errorf("snapshot restore %s: not done within --restore-timeout %s; nothing changed (%w)", path, bound, err)
+	case errors.Is(err, errIndeterminate):
+		return fmt.Errorf("snapshot restore %s: no answer within --restore-timeout %s: "+
+			"the leader may have installed it; \"raftkv cluster status\" shows the write index (it jumps past the old one if it did): %w", path, bound, err)
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("snapshot restore %s: not done within --restore-timeout %s; nothing changed (the leader did not get the whole file): %w", path, bound, err)
+	}
+	return fmt.Errorf("snapshot restore %s: %w", path, err)
+}
+
 // restoreSnapshot sends the file to the leader, asking the cluster where it is; a leader that changed
-// in between answers not_leader and the next attempt asks again.
-func restoreSnapshot(ctx context.Context, c *client, path string) (store.RestoreResult, error) {
+// in between answers not_leader and the next attempt asks again. The leader is asked to give up a
+// little before bound (the rest of ctx), so that its "nothing changed" answer arrives in time.
+func restoreSnapshot(ctx context.Context, c *client, path string, bound time.Duration) (store.RestoreResult, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		st, _, err := c.status(ctx)
@@ -262,7 +297,7 @@ func restoreSnapshot(ctx context.Context, c *client, path string) (store.Restore
 		if st.Leader == nil || st.Leader.HTTPAddr == "" {
 			lastErr = fmt.Errorf("%w: no leader is known", errGaveUp)
 		} else {
-			res, err := uploadSnapshot(ctx, c, st.Leader.HTTPAddr, path)
+			res, err := uploadSnapshot(ctx, c, st.Leader.HTTPAddr, path, bound)
 			var ae *apiError
 			if err == nil || !errors.As(err, &ae) || ae.code != codeNotLeader {
 				return res, err
@@ -278,8 +313,14 @@ func restoreSnapshot(ctx context.Context, c *client, path string) (store.Restore
 	return store.RestoreResult{}, lastErr
 }
 
-func uploadSnapshot(ctx context.Context, c *client, addr, path string) (store.RestoreResult, error) {
-	leader, err := c.node(addr)
+func uploadSnapshot(ctx context.Context, c *client, addr, path string, bound time.Duration) (store.RestoreResult, error) {
+	deadline, _ := ctx.Deadline()
+	left := time.Until(deadline)
+	margin := min(bound/10, 30*time.Second)
+	if left <= margin {
+		return store.RestoreResult{}, context.DeadlineExceeded
+	}
+	leader, err := c.nodeWithTimeout(addr, left)
 	if err != nil {
 		return store.RestoreResult{}, err
 	}
@@ -293,9 +334,13 @@ func uploadSnapshot(ctx context.Context, c *client, addr, path string) (store.Re
 		return store.RestoreResult{}, err
 	}
 	// Sent once: a restore that may have reached the leader is not repeated (ErrIndeterminate).
-	resp, err := leader.Do(ctx, rkv.Request{Method: http.MethodPut, Path: "/v1/snapshot", BodyReader: f,
+	resp, err := leader.Do(ctx, rkv.Request{Method: http.MethodPut, Path: "/v1/snapshot",
+		Query: url.Values{"timeout": {(left - margin).String()}}, BodyReader: f,
 		ContentLength: fi.Size(), Write: true})
 	if err != nil {
+		if errors.Is(err, rkv.ErrIndeterminate) { // also when the bound passed: not "interrupted"
+			return store.RestoreResult{}, fmt.Errorf("%w: %w", errIndeterminate, err)
+		}
 		return store.RestoreResult{}, c.fromPublic(ctx, err)
 	}
 	var res store.RestoreResult
