@@ -67,6 +67,9 @@ type workload struct {
 	txn bool
 	// client: the row's client for raftkv and the ceiling (clientrows.go); etcd runs its ordinary one.
 	client string
+	// scrape: every node's /metrics is fetched once a second while the row runs (scrape.go); the
+	// ceiling has no metrics and skips the row.
+	scrape bool
 }
 
 var workloads = []workload{
@@ -80,6 +83,8 @@ var workloads = []workload{
 	{label: "put (net/http client)", op: loadgen.OpPut, concurrency: 128, nethttp: true},
 	{label: "get linearizable (net/http client)", op: loadgen.OpGet, concurrency: 128, nethttp: true},
 	{label: "txn compare + 2 puts", op: loadgen.OpPut, concurrency: 128, txn: true},
+	{label: "put (/metrics scraped 1/s)", op: loadgen.OpPut, concurrency: 128, scrape: true},
+	{label: "get linearizable (/metrics scraped 1/s)", op: loadgen.OpGet, concurrency: 128, scrape: true},
 }
 
 type compareFlags struct {
@@ -371,6 +376,9 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 // runRow runs one workload against a running system, sampling the CPU time its processes and this one
 // spend during the measurement window.
 func runRow(ctx context.Context, sys system, w workload, f compareFlags, placement loadgen.Placement) (*sysResult, error) {
+	if w.scrape && sys.name() == "ceiling" {
+		return nil, errSkip
+	}
 	factory, done, err := sys.targets(w, placement)
 	if err != nil {
 		return nil, err
@@ -412,7 +420,14 @@ func runRow(ctx context.Context, sys system, w workload, f compareFlags, placeme
 			serverCPU[i] += c
 		}
 	}
+	var stopScraping func() scrapeStats
+	if w.scrape {
+		stopScraping = startScraping(ctx, sys.addrs())
+	}
 	res, err := loadgen.Run(ctx, cfg)
+	if stopScraping != nil {
+		fmt.Printf("   (%s /metrics: %s)\n", sys.name(), stopScraping())
+	}
 	if err != nil {
 		return nil, err
 	}

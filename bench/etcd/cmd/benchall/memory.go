@@ -34,6 +34,7 @@ func runMemory(args []string) int {
 	valueSize := fs.Int("value-size", 100, "value size in bytes")
 	concurrency := fs.Int("concurrency", 128, "bench workers")
 	limit := fs.Float64("limit-gib", 1, "fail when a node's resident memory reaches this many GiB")
+	noScale := fs.Bool("no-scale", false, "skip the scale row (backup, restart, new member; raftkv and etcd: scale.go)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -78,6 +79,7 @@ func runMemory(args []string) int {
 		fmt.Fprintf(os.Stderr, "benchall memory: raftkv bench output: %v\n%s", err, stdout.String())
 		return 1
 	}
+	load := time.Since(began)
 	fmt.Printf("wrote %d keys in %s (%.0f puts/s, p99 %s), errors %d\n", res.Ops, time.Since(began).Round(time.Second),
 		res.OpsPerSec, loadgen.FormatDuration(time.Duration(res.Latency.P99*1000)), res.Errors)
 
@@ -105,6 +107,26 @@ func runMemory(args []string) int {
 	b.WriteString("\nThe write rate depends on how busy the machine was; the memory hardly does. Anonymous memory is " +
 		"the Go heap with the collector's headroom (GOGC); file pages are BoltDB's mmap of the Raft log, which " +
 		"the kernel can reclaim.\n")
+	scaleFailed := false
+	if !*noScale {
+		var rows []scaleRow
+		row, err := scaleRaftkv(ctx, env, rk, load)
+		sys.stop() // before etcd runs on the same cores
+		if err == nil {
+			rows = append(rows, row)
+			fmt.Printf("raftkv scale: %+v\n", row)
+			row, err = scaleEtcd(ctx, env, *keys, *valueSize, *concurrency)
+			if err == nil {
+				rows = append(rows, row)
+				fmt.Printf("etcd scale: %+v\n", row)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "benchall memory: scale row: %v\n", err)
+			scaleFailed = true
+		}
+		b.WriteString(scaleReport(rows, *keys, *valueSize))
+	}
 	fmt.Print("\n" + b.String())
 	if err := os.MkdirAll(*out, 0o755); err == nil {
 		path := filepath.Join(*out, "memory-"+time.Now().UTC().Format("20060102-150405")+".md")
@@ -118,6 +140,8 @@ func runMemory(args []string) int {
 		return 1
 	case over:
 		fmt.Fprintf(os.Stderr, "benchall memory: a node reached %.3g GiB\n", *limit)
+		return 1
+	case scaleFailed:
 		return 1
 	}
 	return 0

@@ -32,6 +32,7 @@ func runMember(args []string) int {
 	client := fs.String("client", "", "client host:port")
 	peer := fs.String("peer", "", "peer host:port")
 	initial := fs.String("initial-cluster", "", "name=http://host:port,...")
+	existing := fs.Bool("existing", false, "join an existing cluster (a member added with MemberAdd/MemberAddAsLearner)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -47,6 +48,9 @@ func runMember(args []string) int {
 	cfg.InitialCluster = *initial
 	cfg.InitialClusterToken = "raftkv-bench"
 	cfg.ClusterState = embed.ClusterStateFlagNew
+	if *existing {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
 	cfg.LogLevel = "warn"
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
