@@ -230,7 +230,9 @@ func TestConsoleAsksForATokenWithACLsOverTLS(t *testing.T) {
 	console := "https://" + n1.HTTPAddr + "/ui/"
 	b.do(chromedp.Navigate(console + "#/cluster"))
 	b.waitFor("the token form", `!document.getElementById('view-login').hidden &&
-		document.getElementById('t-msg').textContent.includes("ACLs enabled")`)
+		document.getElementById('t-msg').textContent.includes("ACLs enabled") &&
+		getComputedStyle(document.getElementById('who')).display === "none" &&
+		document.getElementById('conn').textContent === "token needed"`)
 	b.screenshot("console-token.png")
 
 	// A wrong token: refused, said so, not kept.

@@ -103,7 +103,7 @@
     const why = body && body.error ? " (" + body.error + ")" : "";
     tokenAsk = sent
       ? "The cluster refused the token" + why + ": it is wrong, or has been deleted. Enter another one."
-      : "This cluster has ACLs enabled: enter a token to use the console" + why + ".";
+      : "This cluster has ACLs enabled: enter a token to use the console.";
     route();
   }
 
@@ -112,6 +112,10 @@
     $("t-secret").value = "";
     $("t-secret").focus();
     setWho(null);
+    const c = $("conn");
+    c.textContent = "token needed";
+    c.title = "the API answers 401 without a valid token";
+    c.className = "conn bad";
     return () => {};
   }
 

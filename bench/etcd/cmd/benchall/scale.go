@@ -256,9 +256,14 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 		return row, err
 	}
 	peer, client := loopback(ports[1]), loopback(ports[0])
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	added, err := cl.MemberAddAsLearner(actx, []string{"http://" + peer})
-	cancel()
+	// etcd refuses membership changes ("unhealthy cluster") until every member has been connected for
+	// a while, and m3 was just restarted: retry until it accepts (not part of the measured time).
+	var added *clientv3.MemberAddResponse
+	err = waitFor(ctx, "etcd accepting a learner", time.Minute, ec.procs, func(ctx context.Context) error {
+		var err error
+		added, err = cl.MemberAddAsLearner(ctx, []string{"http://" + peer})
+		return err
+	})
 	if err != nil {
 		return row, fmt.Errorf("adding a learner: %w", err)
 	}
