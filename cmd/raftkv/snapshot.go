@@ -316,7 +316,10 @@ func restoreSnapshot(ctx context.Context, c *client, path string, bound time.Dur
 func uploadSnapshot(ctx context.Context, c *client, addr, path string, bound time.Duration) (store.RestoreResult, error) {
 	deadline, _ := ctx.Deadline()
 	left := time.Until(deadline)
-	margin := min(bound/10, 30*time.Second)
+	// The leader's own bound is shorter by a margin, so its "nothing changed" answer arrives before the
+	// CLI gives up: a tenth of the bound, at least 0.5 s (a bound shorter than that is spent at once:
+	// nothing is sent), at most 30 s.
+	margin := min(max(bound/10, 500*time.Millisecond), 30*time.Second)
 	if left <= margin {
 		return store.RestoreResult{}, context.DeadlineExceeded
 	}
