@@ -142,6 +142,9 @@ func newHTTPClient(dial time.Duration, tlsConfig *tls.Config) *http.Client {
 	}
 	tr.Proxy = nil
 	tr.MaxIdleConnsPerHost = 64
+	// No cap over all nodes: the default (100) is below 64 per node on a few nodes, and a busy client
+	// past it closes and redials on every wave of calls.
+	tr.MaxIdleConns = 0
 	tr.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	return &http.Client{
 		Transport:     tr,
