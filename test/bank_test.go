@@ -85,6 +85,9 @@ func TestBankTransfersConserveTheTotalUnderFaults(t *testing.T) {
 	progress := func(what string, transfers int) {
 		before := bank.Stats().Transfers
 		harness.WaitFor(t, 2*harness.LeaderTimeout, what, func() error {
+			if p := bank.Problems(); len(p) > 0 {
+				return harness.Permanent(fmt.Errorf("the bank found %d problems: %v", len(p), p[:min(len(p), 5)]))
+			}
 			if n := bank.Stats().Transfers - before; n < transfers {
 				return fmt.Errorf("%d transfers so far", n)
 			}

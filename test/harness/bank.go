@@ -97,6 +97,13 @@ func (b *Bank) Stats() BankStats {
 	return b.stats
 }
 
+// Problems returns what the workload has found wrong so far (Verify adds the end-of-run checks).
+func (b *Bank) Problems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.problems)
+}
+
 // Ready reports whether the accounts exist.
 func (b *Bank) Ready() bool {
 	b.mu.Lock()
