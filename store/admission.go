@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/raftkv/raftkv/transport"
 )
 
 // Admission: whether this node may take part in elections.
@@ -66,7 +68,7 @@ func (s *Store) admit(why string) error {
 // RequestVote and RequestPreVote are refused before Raft sees them (nothing is updated: not the term,
 // not the vote), TimeoutNow is refused, and the node sends no vote requests of its own.
 type votingGate struct {
-	*raft.NetworkTransport
+	*transport.RaftTransport
 	admitted func() bool
 	localID  []byte
 	logger   *slog.Logger
@@ -77,8 +79,8 @@ type votingGate struct {
 	wg        sync.WaitGroup
 }
 
-func newVotingGate(inner *raft.NetworkTransport, localID string, admitted func() bool, logger *slog.Logger) *votingGate {
-	g := &votingGate{NetworkTransport: inner, admitted: admitted, localID: []byte(localID), logger: logger, rpcs: make(chan raft.RPC), done: make(chan struct{})}
+func newVotingGate(inner *transport.RaftTransport, localID string, admitted func() bool, logger *slog.Logger) *votingGate {
+	g := &votingGate{RaftTransport: inner, admitted: admitted, localID: []byte(localID), logger: logger, rpcs: make(chan raft.RPC), done: make(chan struct{})}
 	g.wg.Add(1)
 	go g.pump(inner.Consumer())
 	return g
@@ -144,20 +146,20 @@ func (g *votingGate) RequestVote(id raft.ServerID, target raft.ServerAddress, ar
 	if !g.admitted() {
 		return errNotAdmitted
 	}
-	return g.NetworkTransport.RequestVote(id, target, args, resp)
+	return g.RaftTransport.RequestVote(id, target, args, resp)
 }
 
 func (g *votingGate) RequestPreVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
 	if !g.admitted() {
 		return errNotAdmitted
 	}
-	return g.NetworkTransport.RequestPreVote(id, target, args, resp)
+	return g.RaftTransport.RequestPreVote(id, target, args, resp)
 }
 
 // Close stops the gate, then the transport. Raft calls it on shutdown; Open's undo may call it again.
 func (g *votingGate) Close() error {
 	g.closeOnce.Do(func() { close(g.done) })
-	err := g.NetworkTransport.Close()
+	err := g.RaftTransport.Close()
 	g.wg.Wait()
 	return err
 }

@@ -183,8 +183,7 @@ func Open(cfg Config) (_ *Store, err error) {
 	addrs := &gossipAddresses{}
 	s.netLogThrottle = transport.NewLogThrottle(s.logger.With("component", "raft"))
 	netLog := &hclogAdapter{logger: s.logger.With("component", "raft"), name: "raft", throttle: s.netLogThrottle}
-	netTrans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:                s.mux.RaftLayer(),
+	netTrans := transport.NewRaftTransport(s.mux, raft.NetworkTransportConfig{
 		ServerAddressProvider: addrs,
 		MaxPool:               3,
 		Timeout:               raftDialTimeout,
@@ -192,7 +191,7 @@ func Open(cfg Config) (_ *Store, err error) {
 		// Pipelining off: on a LAN it does not pay (raft #541), and a failed AppendEntries can wedge a
 		// pipelined follower until the leader restarts (raft #611/#612).
 		MaxRPCsInFlight: 1,
-	})
+	}, s.logger.With("component", "raft-transport"))
 	s.replView = newReplicationView()
 	trans := muteGate{votingGate: newVotingGate(netTrans, cfg.NodeID, s.admitted, s.logger.With("component", "raft-transport")),
 		muted: s.heartbeatsMuted.Load, seen: s.replView}

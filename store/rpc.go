@@ -8,6 +8,7 @@ import (
 
 	"github.com/raftkv/raftkv/acl"
 	"github.com/raftkv/raftkv/fsm"
+	"github.com/raftkv/raftkv/transport"
 )
 
 // Internal RPC methods, served on the raft port (see transport). Followers call the leader's.
@@ -201,6 +202,13 @@ func (s *Store) handleRPC(ctx context.Context, method string, req []byte) ([]byt
 		}
 		return encodeResponse(nil, s.stateHashAt(ctx, x)), nil
 	case rpcDiverged:
+		// Only the leader compares states; under mutual TLS the caller proves it is the leader, so
+		// that no other member can make this one stop serving.
+		if caller, ok := transport.CallerNodeID(ctx); ok {
+			if _, leader := s.raft.LeaderWithID(); caller != string(leader) {
+				return encodeResponse(fmt.Errorf("%w: only the leader reports divergence; %s is not the leader", ErrInvalid, caller), nil), nil
+			}
+		}
 		return encodeResponse(s.handleDiverged(req), nil), nil
 	case rpcRemove, rpcRemoveForce:
 		return encodeResponse(s.removeLocal(ctx, string(req), method == rpcRemoveForce), nil), nil

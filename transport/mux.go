@@ -89,9 +89,14 @@ type Mux struct {
 	logger    *slog.Logger
 	throttle  *LogThrottle // warnings about what others send or do to this port, by source
 
-	raft    *subListener
-	rpc     *subListener
-	httpRPC *subListener
+	raft *subListener
+	rpc  *subListener
+	// With mutual TLS, Raft connections are handed out by the node id their certificate proves
+	// (raftid.go): raftPeers holds a listener per id, given to newRaftPeer when it is made.
+	raftPeersMu sync.Mutex
+	raftPeers   map[string]*subListener
+	newRaftPeer func(id string, ln *subListener)
+	httpRPC     *subListener
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -261,6 +266,12 @@ func (m *Mux) route(raw net.Conn) {
 	switch first[0] {
 	case protoRaft:
 		target = m.raft
+		if m.peerTLS != nil {
+			if target = m.raftPeer(conn); target == nil {
+				conn.Close()
+				return
+			}
+		}
 	case protoRPC:
 		target = m.rpc
 	case protoHTTPRPC:
@@ -278,6 +289,42 @@ func (m *Mux) route(raw net.Conn) {
 		conn.Close()
 	case <-m.done:
 		conn.Close()
+	}
+}
+
+// raftPeer is the listener for the Raft connections of the node conn's certificate names, nil when it
+// names none.
+func (m *Mux) raftPeer(conn net.Conn) *subListener {
+	id, _ := PeerNodeID(conn)
+	if id == "" {
+		return nil
+	}
+	m.raftPeersMu.Lock()
+	defer m.raftPeersMu.Unlock()
+	if m.newRaftPeer == nil {
+		// No RaftTransport checks senders on this port (tests of the port alone): the shared listener.
+		// Under a RaftTransport nothing reads what that listener's transport decodes.
+		return m.raft
+	}
+	if m.raftPeers == nil {
+		m.raftPeers = map[string]*subListener{}
+	}
+	ln := m.raftPeers[id]
+	if ln == nil {
+		ln = newSubListener(m.advertise, m.done)
+		m.raftPeers[id] = ln
+		m.newRaftPeer(id, ln)
+	}
+	return ln
+}
+
+// onRaftPeer has fn take the Raft connections of every proven node id, those already seen included.
+func (m *Mux) onRaftPeer(fn func(id string, ln *subListener)) {
+	m.raftPeersMu.Lock()
+	defer m.raftPeersMu.Unlock()
+	m.newRaftPeer = fn
+	for id, ln := range m.raftPeers {
+		fn(id, ln)
 	}
 }
 

@@ -96,6 +96,15 @@ type RPCServer struct {
 	frameTimeout time.Duration
 }
 
+type callerKey struct{}
+
+// CallerNodeID is the node id the certificate of the calling connection proves, for a request served
+// over mutual TLS; false without it (nothing is proven then).
+func CallerNodeID(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(callerKey{}).(string)
+	return id, ok
+}
+
 // ServeRPC starts serving h on m's port until Close.
 func ServeRPC(m *Mux, h Handler, logger *slog.Logger) *RPCServer {
 	return serveRPC(m, h, logger, rpcFrameTimeout)
@@ -151,6 +160,9 @@ type serverConn struct {
 func (s *RPCServer) serveConn(conn net.Conn) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(s.ctx)
+	if id, ok := PeerNodeID(conn); ok {
+		ctx = context.WithValue(ctx, callerKey{}, id)
+	}
 	defer func() {
 		cancel()
 		conn.Close()
