@@ -392,3 +392,17 @@ type wireError struct {
 
 func (e *wireError) Error() string { return e.msg }
 func (e *wireError) Unwrap() error { return e.sentinel }
+
+// ResetIndex is what an operator writes into a node's bootstrap reset file to bootstrap again
+// (store/aclreset.go): the newest write index among the tokens and policies this state holds. A reset
+// creates a token, which moves it, so a reset file is good for one reset of the state it names.
+func (s *State) ResetIndex() uint64 {
+	var n uint64
+	for _, t := range s.tokens {
+		n = max(n, t.CreateIndex)
+	}
+	for _, p := range s.policies {
+		n = max(n, p.ModIndex)
+	}
+	return n
+}

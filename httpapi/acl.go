@@ -3,11 +3,14 @@ package httpapi
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 
 	"github.com/raftkv/raftkv/acl"
+	"github.com/raftkv/raftkv/store"
 )
 
 // maxACLBody bounds the body of a token or policy request (a policy of 1,024 rules fits).
@@ -29,21 +32,66 @@ type tokenRequest struct {
 
 // handleACLBootstrap serves POST /v1/acl/bootstrap: the first management token, exactly once per
 // cluster. The secret is made here, on the node that answers, and only its hash enters the log: the
-// FSM decides which bootstrap came first, and every later one, on any node, gets 409.
+// FSM decides which bootstrap came first, and every later one, on any node, gets 409 with the ACL
+// state's reset index. With a reset file naming that index in this node's data dir (put there by
+// someone with access to the host: store/aclreset.go), it creates a new management token instead.
 func (s *server) handleACLBootstrap(w http.ResponseWriter, r *http.Request) {
-	tok, secret, err := acl.NewToken(rand.Reader, "bootstrap management token", nil, true)
+	st := s.store.ACL().Load()
+	reset := false
+	if st.Bootstrapped() {
+		ok, err := s.store.ACLResetRequested()
+		if err != nil {
+			s.writeError(w, r, &bootstrappedError{err: fmt.Errorf("%w: %w", acl.ErrBootstrapped, err), resetIndex: st.ResetIndex()})
+			return
+		}
+		if !ok {
+			s.writeError(w, r, &bootstrappedError{err: acl.ErrBootstrapped, resetIndex: st.ResetIndex()})
+			return
+		}
+		reset = true
+	}
+	desc := "bootstrap management token"
+	if reset {
+		desc = fmt.Sprintf("bootstrap management token (reset at index %d)", st.ResetIndex())
+	}
+	tok, secret, err := acl.NewToken(rand.Reader, desc, nil, true)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	index, err := s.store.ApplyACL(r.Context(), acl.BootstrapCommand(tok))
+	cmd := acl.BootstrapCommand(tok)
+	if reset {
+		// A management token like any other: the cluster stays bootstrapped.
+		cmd = acl.CreateTokenCommand(tok)
+	}
+	index, err := s.store.ApplyACL(r.Context(), cmd)
+	if errors.Is(err, acl.ErrBootstrapped) {
+		err = &bootstrappedError{err: err, resetIndex: s.store.ACL().Load().ResetIndex()}
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if reset {
+		if err := s.store.ACLResetDone(); err != nil {
+			s.log.Error("ACL bootstrap reset done, but its reset file stays: remove it by hand", "err", err)
+		}
 	}
 	tok.CreateIndex = index
 	writeJSONValue(w, http.StatusOK, tokenView{Token: *tok, SecretID: secret, Index: index})
 }
+
+// bootstrappedError is a refused bootstrap, with the reset index that would allow one (409).
+type bootstrappedError struct {
+	err        error
+	resetIndex uint64
+}
+
+func (e *bootstrappedError) Error() string {
+	return fmt.Sprintf("%v (reset index %d: to bootstrap again, write it into the file %s in the data dir of the node you send the bootstrap to)",
+		e.err, e.resetIndex, store.ACLResetFile)
+}
+func (e *bootstrappedError) Unwrap() error { return e.err }
 
 // handleACLTokens serves GET /v1/acl/tokens (every token, without secrets) and POST (create one).
 func (s *server) handleACLTokens(w http.ResponseWriter, r *http.Request) {

@@ -141,3 +141,6 @@ func BenchmarkPut(b *testing.B) {
 type rewindBody struct{ bytes.Reader }
 
 func (*rewindBody) Close() error { return nil }
+
+func (*benchStore) ACLResetRequested() (bool, error) { return false, nil }
+func (*benchStore) ACLResetDone() error              { return nil }

@@ -129,6 +129,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		extra = appendJSONString(append(extra, `,"branch":`...), te.branch)
 		extra = strconv.AppendInt(append(extra, `,"op_index":`...), int64(te.index), 10)
 	}
+	var boot *bootstrappedError
+	if errors.As(err, &boot) {
+		extra = strconv.AppendUint([]byte(`,"reset_index":`), boot.resetIndex, 10)
+	}
 	var compacted *watch.CompactedError
 	if errors.As(err, &compacted) {
 		extra = appendCompactedFields(nil, compacted)

@@ -421,3 +421,6 @@ func (f *fakeStore) Txn(ctx context.Context, t *fsm.Txn, c store.Consistency) (*
 	}
 	return res, f.index, nil
 }
+
+func (*fakeStore) ACLResetRequested() (bool, error) { return false, nil }
+func (*fakeStore) ACLResetDone() error              { return nil }

@@ -71,6 +71,10 @@ type Store interface {
 	// and returns its write index, or the state's refusal wrapping an acl sentinel.
 	ACL() *acl.Live
 	ApplyACL(ctx context.Context, c acl.Command) (uint64, error)
+	// ACLResetRequested: the node's data dir holds a bootstrap reset file for its ACL state;
+	// ACLResetDone removes it (store/aclreset.go).
+	ACLResetRequested() (bool, error)
+	ACLResetDone() error
 }
 
 // Path prefixes of the routes that carry a parameter in the path.

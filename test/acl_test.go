@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +201,77 @@ func TestACLsEndToEnd(t *testing.T) {
 	assert.Contains(t, joined, "route=/v1/acl/tokens/{accessor}")
 	assert.Contains(t, joined, "route=/v1/snapshot")
 	assert.Contains(t, joined, "allowed=false")
+}
+
+// An operator who lost the bootstrap answer resets it with access to a node's host: the refused
+// bootstrap names the reset index; that index written into the node's data dir lets one more
+// bootstrap through that node; the file is used up, and a stale index is refused.
+func TestACLBootstrapResetNeedsAFileOnTheNode(t *testing.T) {
+	c := harness.StartCluster(t, 3, harness.Options{ExtraArgs: []string{"--acl-enabled"}, LogLevel: "info"})
+	n1, n2, n3 := c.Node(0), c.Node(1), c.Node(2)
+	harness.WaitFor(t, 30*time.Second, "bootstrap", func() error {
+		// The answer is "lost": nobody keeps the secret.
+		// An earlier attempt that timed out may have applied it: that is this test's case anyway.
+		if _, stderr, code := harness.RunCLI(t, "acl", "bootstrap", "--addr", n2.HTTPAddr); code != 0 && !strings.Contains(stderr, "already_bootstrapped") {
+			return fmt.Errorf("acl bootstrap exit %d", code)
+		}
+		return nil
+	})
+
+	refused := func(n *harness.Node) (resetIndex uint64, msg string) {
+		t.Helper()
+		r := as(n, "", "POST", "/v1/acl/bootstrap", "")
+		require.Equal(t, http.StatusConflict, r.Status, "%s", r)
+		require.Equal(t, "already_bootstrapped", r.Code)
+		var body struct {
+			Error      string  `json:"error"`
+			ResetIndex *uint64 `json:"reset_index"`
+		}
+		require.NoError(t, json.Unmarshal(r.Body, &body), "%s", r)
+		require.NotNil(t, body.ResetIndex, "%s", r)
+		return *body.ResetIndex, body.Error
+	}
+	var index uint64
+	harness.WaitFor(t, 30*time.Second, "n1 applied the bootstrap", func() error {
+		r := as(n1, "", "POST", "/v1/acl/bootstrap", "")
+		if r.Status != http.StatusConflict {
+			return fmt.Errorf("%s", r)
+		}
+		index, _ = refused(n1)
+		return nil
+	})
+	require.NotZero(t, index)
+	_, stderr, code := harness.RunCLI(t, "acl", "bootstrap", "--addr", n1.HTTPAddr)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr, fmt.Sprintf("reset index %d", index))
+	require.Contains(t, stderr, "acl-bootstrap-reset")
+
+	// A file naming another index is refused, and says why.
+	resetFile := filepath.Join(n1.DataDir, "acl-bootstrap-reset")
+	require.NoError(t, os.WriteFile(resetFile, []byte(fmt.Sprintln(index+1)), 0o600))
+	_, msg := refused(n1)
+	require.Contains(t, msg, "holds")
+	// The file is on n1: n3 still refuses.
+	require.NoError(t, os.WriteFile(resetFile, []byte(fmt.Sprintln(index)), 0o600))
+	refused(n3)
+
+	root := mustToken(t, as(n1, "", "POST", "/v1/acl/bootstrap", ""))
+	_, err := os.Stat(resetFile)
+	require.ErrorIs(t, err, os.ErrNotExist, "the reset file was not used up")
+	// A management token, on every node.
+	for _, n := range []*harness.Node{n1, n2, n3} {
+		harness.WaitFor(t, 30*time.Second, n.ID+" knows the new token", func() error {
+			if r := as(n, root.SecretID, "POST", "/v1/acl/policies", `{"name":"p-`+n.ID+`"}`); r.Status != http.StatusOK {
+				return fmt.Errorf("%s", r)
+			}
+			return nil
+		})
+	}
+	// One file, one reset: again without a file, or with the old index, is refused.
+	after, _ := refused(n1)
+	require.Greater(t, after, index)
+	require.NoError(t, os.WriteFile(resetFile, []byte(fmt.Sprintln(index)), 0o600))
+	_, msg = refused(n1)
+	require.Contains(t, msg, "holds")
+	require.True(t, strings.HasPrefix(root.SecretID, "rkv_"))
 }

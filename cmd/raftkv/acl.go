@@ -104,7 +104,13 @@ func printToken(w io.Writer, t aclToken) {
 func runACLBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("acl bootstrap", "acl bootstrap [flags]", `
 Create the cluster's first management token and print its secret. This works once per cluster: every
-later call, on any node, fails with already_bootstrapped. Keep the secret: it is shown only now.`)
+later call, on any node, fails with already_bootstrapped and names the ACL state's reset index. Keep the
+secret: it is shown only now.
+
+Lost it (every management token gone, or a bootstrap whose answer never came)? Reset, with access to a
+node's host: write the reset index into the file acl-bootstrap-reset in that node's data dir, and run
+acl bootstrap against that node again. It prints a new management token and removes the file; the file
+allows one reset.`)
 	var cf clientFlags
 	cf.register(fs)
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
