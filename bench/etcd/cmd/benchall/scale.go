@@ -256,14 +256,7 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 		return row, err
 	}
 	peer, client := loopback(ports[1]), loopback(ports[0])
-	// etcd refuses membership changes ("unhealthy cluster") until every member has been connected for
-	// a while, and m3 was just restarted: retry until it accepts (not part of the measured time).
-	var added *clientv3.MemberAddResponse
-	err = waitFor(ctx, "etcd accepting a learner", time.Minute, ec.procs, func(ctx context.Context) error {
-		var err error
-		added, err = cl.MemberAddAsLearner(ctx, []string{"http://" + peer})
-		return err
-	})
+	learnerID, err := addLearnerOnce(ctx, cl, ec.procs, "http://"+peer)
 	if err != nil {
 		return row, fmt.Errorf("adding a learner: %w", err)
 	}
@@ -277,7 +270,7 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 	}
 	ec.procs = append(ec.procs, p4)
 	err = waitFor(ctx, "etcd learner m4 promotable", scaleTimeout, []*proc{p4}, func(ctx context.Context) error {
-		_, err := cl.MemberPromote(ctx, added.Member.ID)
+		_, err := cl.MemberPromote(ctx, learnerID)
 		return err
 	})
 	if err != nil {
@@ -285,6 +278,42 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 	}
 	row.catchUp = time.Since(began)
 	return row, nil
+}
+
+// memberAPI is the part of clientv3's Cluster that addLearnerOnce uses (a fake in its test).
+type memberAPI interface {
+	MemberList(ctx context.Context, opts ...clientv3.OpOption) (*clientv3.MemberListResponse, error)
+	MemberAddAsLearner(ctx context.Context, peerAddrs []string) (*clientv3.MemberAddResponse, error)
+}
+
+// addLearnerOnce adds a learner with peerURL and returns its id. etcd refuses membership changes
+// ("unhealthy cluster") until every member has been connected for a while, and m3 was just restarted,
+// so it retries (not part of the measured time). An add whose answer was lost (timed out) may still have
+// been applied, and a second add of the same URL would fail or leave a stray member: before every
+// attempt the member list is read, and a member already holding peerURL is the one we added.
+func addLearnerOnce(ctx context.Context, cl memberAPI, procs []*proc, peerURL string) (uint64, error) {
+	var id uint64
+	err := waitFor(ctx, "etcd accepting a learner", time.Minute, procs, func(ctx context.Context) error {
+		list, err := cl.MemberList(ctx)
+		if err != nil {
+			return fmt.Errorf("member list: %w", err)
+		}
+		for _, m := range list.Members {
+			for _, u := range m.PeerURLs {
+				if u == peerURL {
+					id = m.ID
+					return nil
+				}
+			}
+		}
+		added, err := cl.MemberAddAsLearner(ctx, []string{peerURL})
+		if err != nil {
+			return err
+		}
+		id = added.Member.ID
+		return nil
+	})
+	return id, err
 }
 
 // scaleReport is the Markdown of the scale rows.
