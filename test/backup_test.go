@@ -3,9 +3,11 @@ package test
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +46,42 @@ func TestBackupSaveInspectRefuseCorruptAndRestoreOnEveryNode(t *testing.T) {
 
 	good, err := os.ReadFile(file)
 	require.NoError(t, err)
+
+	// --timeout bounds the wait for a node's answer, not the transfer: a download slower than it (as a
+	// 1 M-key backup is slower than 15 s on a busy machine) completes; --save-timeout bounds the whole
+	// save, and past it FILE is not written.
+	var requests atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first := requests.Add(1) == 1
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(good[:len(good)/2])
+		w.(http.Flusher).Flush()
+		rest := time.After(600 * time.Millisecond) // 3× the second save's --timeout after its answer began
+		if first {
+			rest = nil // the first save's download stalls until the client gives up
+		}
+		select {
+		case <-rest:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(good[len(good)/2:])
+	}))
+	defer slow.Close()
+	slowAddr := strings.TrimPrefix(slow.URL, "http://")
+	stalled := filepath.Join(dir, "stalled.snap")
+	_, slowErr, code := harness.RunCLI(t, "snapshot", "save", stalled, "--addr", slowAddr, "--save-timeout", "500ms")
+	require.NotEqual(t, 0, code)
+	assert.Contains(t, slowErr, "not done within --save-timeout 500ms")
+	assert.NoFileExists(t, stalled)
+	assert.NoFileExists(t, stalled+".part")
+	out, slowErr, code = harness.RunCLI(t, "snapshot", "save", stalled, "--addr", slowAddr, "--timeout", "200ms")
+	require.Equal(t, 0, code, slowErr)
+	require.EqualValues(t, 2, requests.Load(), "one download, outliving --timeout, not retried")
+	assert.Contains(t, out, fmt.Sprintf("%d keys", n))
+	saved, err := os.ReadFile(stalled)
+	require.NoError(t, err)
+	require.Equal(t, good, saved)
 	bad := map[string][]byte{
 		"flipped.snap":   flip(good, len(good)/2),
 		"truncated.snap": good[:len(good)-40],

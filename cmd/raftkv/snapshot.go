@@ -58,9 +58,14 @@ func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := newFlagSet("snapshot save", "snapshot save [flags] FILE", `
 Write a consistent backup to FILE: the first --addr node that answers captures a state reflecting every
 write acknowledged before the request, and streams it. The download goes to FILE.part, is verified, and
-only then renamed to FILE, so FILE is never a partial backup.`)
+only then renamed to FILE, so FILE is never a partial backup.
+
+--timeout bounds the wait for a node's answer; --save-timeout bounds the whole save (the download and
+its verification: 1 M keys of 100 B are ~130 MB), so a transfer that stalls ends with an error.`)
 	var cf clientFlags
 	cf.register(fs)
+	var saveTimeout time.Duration
+	fs.DurationVar(&saveTimeout, "save-timeout", defaultSaveTimeout, "bound on the whole save; past it FILE is not written")
 	pos, code, ok := parseArgs(fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -68,13 +73,21 @@ only then renamed to FILE, so FILE is never a partial backup.`)
 	if len(pos) != 1 {
 		return usageError(fs, stderr, "snapshot save takes one FILE")
 	}
+	if saveTimeout <= 0 {
+		return usageError(fs, stderr, "--save-timeout must be positive")
+	}
 	c, err := cf.newClient(nil)
 	if err != nil {
 		return usageError(fs, stderr, "%v", err)
 	}
 	defer c.close()
+	ctx, cancel := context.WithTimeout(ctx, saveTimeout)
+	defer cancel()
 	info, err := saveSnapshot(ctx, c, cf.timeout, pos[0])
 	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fail(stderr, fmt.Errorf("snapshot save %s: not done within --save-timeout %s; %s not written: %w", pos[0], saveTimeout, pos[0], err))
+		}
 		return fail(stderr, fmt.Errorf("snapshot save: %w", err))
 	}
 	fmt.Fprintf(stdout, "saved %s: %d keys, %d bytes, write index %d, from %s\n",
@@ -263,6 +276,10 @@ new cluster holding FILE's keys; start it with "raftkv serve --data-dir DIR --id
 		pos[0], info.Meta.NodeID, info.Meta.Time.Format(time.RFC3339), res.Keys, res.Bytes, res.WriteIndex)
 	return exitOK
 }
+
+// defaultSaveTimeout: time to download and verify a large backup (1 M keys of 100 B, ~130 MB), with
+// room for a slow link; the general --timeout (15 s) bounds only the wait for a node's answer.
+const defaultSaveTimeout = 10 * time.Minute
 
 // defaultRestoreTimeout: time to send, check and install a large backup (1 M keys of 100 B, ~130 MB,
 // take well under a minute on one machine), with room for a slow link.
