@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,12 +22,14 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // scaleRow is one system's numbers.
 type scaleRow struct {
 	system    string
 	load      time.Duration // writing the keys (context, not a claim: each system's own client)
+	rss, peak uint64        // the largest member's RSS right after the load, and its peak (VmHWM)
 	save      time.Duration
 	saveBytes int64
 	restart   time.Duration // SIGTERM'd member started again → ready
@@ -37,9 +40,20 @@ type scaleRow struct {
 const scaleTimeout = 10 * time.Minute
 
 func (r scaleRow) markdown() string {
-	return fmt.Sprintf("| %s | %s | %s (%s) | %s | %s |\n", r.system, r.load.Round(100*time.Millisecond),
+	return fmt.Sprintf("| %s | %s | %s / %s | %s (%s) | %s | %s |\n", r.system, r.load.Round(100*time.Millisecond),
+		mib(r.rss), mib(r.peak),
 		r.save.Round(10*time.Millisecond), mib(uint64(r.saveBytes)), r.restart.Round(10*time.Millisecond),
 		r.catchUp.Round(10*time.Millisecond))
+}
+
+// largestRSS is the largest RSS among procs, and the largest peak.
+func largestRSS(procs []*proc) (rss, peak uint64) {
+	for _, p := range procs {
+		if m, err := procMemory(p.pid()); err == nil {
+			rss, peak = max(rss, m.RSS), max(peak, m.Peak)
+		}
+	}
+	return rss, peak
 }
 
 // argValue returns the value after flag in args ("" if absent).
@@ -62,17 +76,28 @@ func restartProc(p *proc) (*proc, error) {
 // in rk.procs so the caller's stop ends it.
 func scaleRaftkv(ctx context.Context, env *runEnv, rk *raftkvCluster, load time.Duration) (scaleRow, error) {
 	row := scaleRow{system: "raftkv", load: load}
+	row.rss, row.peak = largestRSS(rk.procs)
 	hc := &http.Client{}
 	defer hc.CloseIdleConnections()
 
-	// Backup: what `raftkv snapshot save` downloads, from a follower (any node serves it).
+	// Backup: `raftkv snapshot save` itself, from a follower, with the CLI's default bounds (--timeout
+	// 15 s for the answer, --save-timeout for the whole save). It downloads, syncs and then verifies the
+	// file (checksum and a full decode) before renaming it into place: all of that is in the time.
 	file := filepath.Join(env.root, "raftkv-scale.snap")
 	began := time.Now()
-	n, err := download(ctx, hc, "http://"+rk.http[1]+"/v1/snapshot", file)
+	sctx, cancel := context.WithTimeout(ctx, scaleTimeout)
+	out, err := exec.CommandContext(sctx, env.raftkv, "snapshot", "save", "--addr", rk.http[1], file).CombinedOutput()
+	cancel()
 	if err != nil {
-		return row, fmt.Errorf("snapshot save: %w", err)
+		return row, fmt.Errorf("raftkv snapshot save: %w: %s", err, strings.TrimSpace(string(out)))
 	}
-	row.save, row.saveBytes = time.Since(began), n
+	row.save = time.Since(began)
+	fmt.Printf("raftkv snapshot save: %s in %s\n", strings.TrimSpace(string(out)), row.save.Round(10*time.Millisecond))
+	fi, err := os.Stat(file)
+	if err != nil {
+		return row, err
+	}
+	row.saveBytes = fi.Size()
 	_ = os.Remove(file)
 
 	// Restart node3 → /readyz 200 (it has a leader, is in the configuration and caught up).
@@ -123,36 +148,6 @@ func waitReady(ctx context.Context, hc *http.Client, addr string, p *proc) error
 	})
 }
 
-func download(ctx context.Context, hc *http.Client, url, path string) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, scaleTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return 0, fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, resp.Body)
-	if err == nil {
-		err = f.Sync() // etcdctl's snapshot save syncs the file too
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
 // scaleEtcd starts a fresh etcd cluster, loads keys × valueSize with concurrency writers, and measures.
 func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency int) (scaleRow, error) {
 	row := scaleRow{system: "etcd"}
@@ -162,7 +157,9 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 	}
 	ec := sys.(*etcdCluster)
 	defer func() { ec.stop() }()
-	cl, err := clientv3.New(clientv3.Config{Endpoints: ec.clients, DialTimeout: 5 * time.Second})
+	// The client's own logger is off: its retry warnings (one per 100 ms while etcd refuses the learner
+	// add) would bury the report; every error that matters is returned.
+	cl, err := clientv3.New(clientv3.Config{Endpoints: ec.clients, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return row, err
 	}
@@ -200,6 +197,7 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 	}
 	row.load = time.Since(began)
 	fmt.Printf("etcd: wrote %d keys in %s\n", keys, row.load.Round(time.Second))
+	row.rss, row.peak = largestRSS(ec.procs)
 
 	// Backup: Maintenance.Snapshot streams the db from one member (what etcdctl snapshot save does).
 	file := filepath.Join(env.root, "etcd-scale.db")
@@ -230,7 +228,7 @@ func scaleEtcd(ctx context.Context, env *runEnv, keys, valueSize, concurrency in
 
 	// Restart m3 → a linearizable read through it succeeds (it has a leader and has applied up to
 	// the read index: caught up).
-	m3, err := clientv3.New(clientv3.Config{Endpoints: []string{ec.clients[2]}, DialTimeout: 5 * time.Second})
+	m3, err := clientv3.New(clientv3.Config{Endpoints: []string{ec.clients[2]}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return row, err
 	}
@@ -320,19 +318,19 @@ func addLearnerOnce(ctx context.Context, cl memberAPI, procs []*proc, peerURL st
 func scaleReport(rows []scaleRow, keys, valueSize int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Scale: %d keys × %d B\n\n", keys, valueSize)
-	b.WriteString("Same machine, one system after the other. Backup: raftkv `GET /v1/snapshot` (what `raftkv snapshot " +
-		"save` runs) from a follower, etcd `Maintenance.Snapshot` (what `etcdctl snapshot save` runs), each written " +
-		"to a file and synced. Restart: a member stopped with SIGTERM and started again, until it serves (raftkv " +
+	b.WriteString("Same machine, one system after the other. Backup: `raftkv snapshot save` from a follower (download, " +
+		"sync, then verify checksum and decode the whole state before renaming into place), etcd " +
+		"`Maintenance.Snapshot` (what `etcdctl snapshot save` runs: download and sync, no decode). Restart: a member stopped with SIGTERM and started again, until it serves (raftkv " +
 		"`/readyz` 200: leader known, in the configuration, caught up; etcd: a linearizable read through it). " +
 		"New member: started until caught up (raftkv: joins, receives the state, `/readyz` 200; etcd: " +
 		"`MemberAddAsLearner`, then `MemberPromote` accepted, which etcd allows once the learner is in sync).\n\n")
-	b.WriteString("| system | load (context) | backup (size) | restart → ready | new member → caught up |\n|---|---:|---:|---:|---:|\n")
+	b.WriteString("| system | load (context) | largest member RSS / peak after the load | backup (size) | restart → ready | new member → caught up |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r.markdown())
 	}
 	if len(rows) == 2 && rows[1].save > 0 && rows[1].restart > 0 && rows[1].catchUp > 0 {
-		fmt.Fprintf(&b, "| raftkv / etcd | | %.2f× | %.2f× | %.2f× |\n",
-			rows[0].save.Seconds()/rows[1].save.Seconds(), rows[0].restart.Seconds()/rows[1].restart.Seconds(),
+		fmt.Fprintf(&b, "| raftkv / etcd | | %.2f× | %.2f× | %.2f× | %.2f× |\n",
+			float64(rows[0].rss)/float64(max(rows[1].rss, 1)), rows[0].save.Seconds()/rows[1].save.Seconds(), rows[0].restart.Seconds()/rows[1].restart.Seconds(),
 			rows[0].catchUp.Seconds()/rows[1].catchUp.Seconds())
 	}
 	return b.String()
