@@ -234,8 +234,8 @@ type call struct {
 	idemKey string
 	// write without idemKey: once it may have reached a node, it is never retried.
 	write bool
-	// retrySafe: a write without a key whose repetition has the effect of one (a session renew, a
-	// holder re-acquiring its lock): retried like an idempotent one.
+	// retrySafe: a write whose repetition without its key has about the effect of one (session and
+	// lock writes): still retried when the key was dropped (a cluster that cannot record it yet).
 	retrySafe bool
 	// longPoll: the server may hold the request this long; the call's budget grows by it.
 	longPoll time.Duration

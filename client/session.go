@@ -64,7 +64,7 @@ func (c *Client) NewSession(ctx context.Context, opts SessionOptions) (*Session,
 	body, _ := json.Marshal(req)
 	sent := time.Now()
 	resp, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/session", body: body, ctype: "application/json",
-		write: true, retrySafe: true})
+		write: true, idemKey: newIdempotencyKey(), retrySafe: true})
 	if err != nil {
 		return nil, fmt.Errorf("create session: %w", err)
 	}
@@ -133,7 +133,7 @@ func (s *Session) keepAlive(ctx context.Context, lastSent time.Time) {
 		// A renew that cannot finish before the local deadline is of no use.
 		rctx, cancel := context.WithDeadline(ctx, lastSent.Add(s.ttl-s.margin()))
 		_, err := s.c.do(rctx, call{method: http.MethodPut, path: "/v1/session/" + url.PathEscape(s.id) + "/renew",
-			write: true, retrySafe: true})
+			write: true, idemKey: newIdempotencyKey(), retrySafe: true})
 		cancel()
 		switch {
 		case err == nil:
@@ -151,7 +151,8 @@ func (s *Session) keepAlive(ctx context.Context, lastSent time.Time) {
 func (s *Session) Close(ctx context.Context) error {
 	s.stop()
 	s.wg.Wait()
-	_, err := s.c.do(ctx, call{method: http.MethodDelete, path: "/v1/session/" + url.PathEscape(s.id), write: true, retrySafe: true})
+	_, err := s.c.do(ctx, call{method: http.MethodDelete, path: "/v1/session/" + url.PathEscape(s.id), write: true,
+		idemKey: newIdempotencyKey(), retrySafe: true})
 	s.end(fmt.Errorf("%w: closed", ErrSessionEnded))
 	if isCode(err, codeSessionNotFound) {
 		return nil // already over (or our first attempt did it)
@@ -180,15 +181,18 @@ type lockAnswer struct {
 	Released bool   `json:"released"`
 }
 
-// sessionPut is PUT /v1/kv/{key}?{mode}={session}. Each is safe to repeat: a session put writes the
-// same value again, a holder re-acquiring keeps its lock and token, a second release finds nothing
-// to release.
+// sessionPut is PUT /v1/kv/{key}?{mode}={session}. It carries an Idempotency-Key chosen for this call,
+// so a retry after an attempt that applied gets that attempt's answer: the same index, the same
+// acquired/released (a retried release that gave the lock back says released, not "nothing to
+// release"), the same fencing token. Without a key (a cluster that cannot record it yet, see
+// Config.RequireIdempotency) each is still retried: a session put writes the same value again, a
+// holder re-acquiring keeps its lock and token, but a second release answers released=false.
 func (s *Session) sessionPut(ctx context.Context, mode, key string, value []byte) (lockAnswer, error) {
 	if value == nil {
 		value = []byte{}
 	}
 	resp, err := s.c.do(ctx, call{method: http.MethodPut, path: kvPath(key), query: url.Values{mode: {s.id}},
-		body: value, write: true, retrySafe: true})
+		body: value, write: true, idemKey: newIdempotencyKey(), retrySafe: true})
 	if err != nil {
 		return lockAnswer{}, err
 	}

@@ -36,8 +36,12 @@ const (
 	FormatIdempotent = 4
 	// FormatACL: OpACL commands (the replicated ACL state) may appear.
 	FormatACL = 5
+	// FormatIdempotentSessions: OpIdempotent may also wrap a client's session command (create, renew,
+	// destroy, session put, acquire, release). A build at 5 refuses such a wrapper as an invalid
+	// command, and its snapshot reader refuses the records they leave (flags 8 and 16).
+	FormatIdempotentSessions = 6
 	// LogFormat is the newest format this build applies.
-	LogFormat = FormatACL
+	LogFormat = FormatIdempotentSessions
 )
 
 // IsBatch reports whether an entry's data claims the batch format; DecodeBatch checks the rest.

@@ -34,6 +34,8 @@ type Result struct {
 	KeyReused bool
 	// OK: an acquire took (or already held) the lock, a release gave it back, a session put owns the key.
 	OK bool
+	// SessionID: a session create's session id (a replayed create's is the first attempt's).
+	SessionID string
 	// Refused: a session command that changed nothing, and why (see Refusal).
 	Refused Refusal
 	// ACLErr: an OpACL the ACL state refused (acl.ErrBootstrapped, ErrNotFound, ErrExists, ErrInvalid);

@@ -65,8 +65,9 @@ func IsIdempotent(cmd []byte) bool {
 }
 
 // Unwrap splits an OpIdempotent command into the wrapped write (decoded, and its encoding, which
-// aliases c.Value) and the stamp. Only puts, deletes and transactions may be wrapped; anything else, or
-// a malformed value, is an error wrapping ErrInvalidCommand.
+// aliases c.Value) and the stamp. Only puts, deletes, transactions and a client's session commands
+// (FormatIdempotentSessions) may be wrapped; anything else, or a malformed value, is an error wrapping
+// ErrInvalidCommand.
 func (c Command) Unwrap() (inner Command, innerEnc []byte, st Stamp, err error) {
 	if c.Op != OpIdempotent {
 		return Command{}, nil, Stamp{}, invalidCommand("%s is not an idempotent wrapper", c.Op)
@@ -89,6 +90,13 @@ func (c Command) Unwrap() (inner Command, innerEnc []byte, st Stamp, err error) 
 	}
 	switch inner.Op {
 	case OpPut, OpDelete, OpTxn:
+	case OpSession:
+		if !inner.Session.Kind.FromClient() {
+			return Command{}, nil, Stamp{}, invalidCommand("session %s cannot be wrapped with an idempotency key", inner.Session.Kind)
+		}
+		// A wrapped session command carries the wrapper's stamp, not its own (the proposer stamps
+		// only the wrapper): the session clock advances by it as by an unwrapped command's.
+		inner.Session.Time = st.Time
 	default:
 		return Command{}, nil, Stamp{}, invalidCommand("%s cannot be wrapped with an idempotency key", inner.Op)
 	}
@@ -100,7 +108,7 @@ type dedupRecord struct {
 	key string
 	sum [16]byte // of the wrapped command's encoding: tells a retry from a reuse of the key
 	at  int64    // the dedup clock when it was recorded
-	// res: Index, Deleted, CASFailed, Current, and a transaction's Txn (which branch ran, each op's
+	// res: Index, Deleted, CASFailed, Current, OK, SessionID, and a transaction's Txn (which branch ran, each op's
 	// result, the entries its reads returned: a retry gets the first answer whole). Its entries share
 	// key strings and value bytes with the tree while they are current.
 	res Result
@@ -147,9 +155,7 @@ func (f *FSM) applyIdempotentLocked(logIndex uint64, cmd Command) Result {
 		return Result{Err: fmt.Errorf("apply log index %d: %w", logIndex, err)}
 	}
 	f.dedup.expire(st)
-	full := sha256.Sum256(innerEnc)
-	var sum [16]byte
-	copy(sum[:], full[:])
+	sum := requestSum(inner, innerEnc)
 	if r, ok := f.dedup.byKey[cmd.Key]; ok {
 		if r.sum != sum {
 			return Result{KeyReused: true}
@@ -166,6 +172,26 @@ func (f *FSM) applyIdempotentLocked(logIndex uint64, cmd Command) Result {
 	}
 	f.dedup.add(&dedupRecord{key: cmd.Key, sum: sum, at: f.dedup.clock, res: res}, st.MaxKeys)
 	return res
+}
+
+// requestSum identifies the request a wrapped command carries, to tell a retry from a reuse of its key.
+// For most commands it is their encoding. A session command's identity leaves out what the node that
+// received the attempt, not the client, chose: its stamp (zero when proposed; the wrapper's stamp is
+// the clock) and a create's session id (a random id per attempt: the record keeps the first one, which
+// every retry gets back).
+func requestSum(inner Command, innerEnc []byte) [16]byte {
+	if inner.Op == OpSession {
+		sc := *inner.Session
+		sc.Time = 0
+		if sc.Kind == SessionCreate {
+			sc.ID = ""
+		}
+		innerEnc = sc.Encode()
+	}
+	full := sha256.Sum256(innerEnc)
+	var sum [16]byte
+	copy(sum[:], full[:])
+	return sum
 }
 
 // DedupLen is the number of idempotency records held.

@@ -262,3 +262,83 @@ func TestRestoreKeepsTheBackupsIdempotencyRecords(t *testing.T) {
 	require.Equal(t, retry.Index, a.mustGet("j").ModIndex)
 	require.Equal(t, int64(2500), a.f.dedup.clock, "the clock did not go back to the backup's")
 }
+
+// Session and lock commands under an idempotency key: a retry gets the first outcome. Without one, a
+// release retried after the first attempt applied answers "not released" (the lock is free by then),
+// and a create retried makes a second session.
+func TestIdempotentSessionAndLockOutcomesAreReplayed(t *testing.T) {
+	a := newApplier(t)
+	create := func(id string) Command {
+		return (&SessionCmd{Kind: SessionCreate, ID: id, TTL: 10 * time.Second, Behavior: BehaviorRelease, LockDelay: time.Second}).Command()
+	}
+	// Each attempt of a create carries a fresh random id (the receiving node picks it); the retry is
+	// the same request all the same, and gets the first id back.
+	c1 := a.idem("create", 1000, create("first-id"))
+	require.Equal(t, "first-id", c1.SessionID)
+	c2 := a.idem("create", 1100, create("second-id"))
+	require.Equal(t, Result{Index: c1.Index, SessionID: "first-id", Replayed: true}, c2)
+	_, ok, _ := a.f.GetSession("second-id")
+	require.False(t, ok, "the retry made no second session")
+	require.Equal(t, 1, a.f.SessionCount())
+	require.Equal(t, Result{KeyReused: true}, a.idem("create",
+		1100, (&SessionCmd{Kind: SessionCreate, ID: "x", TTL: 20 * time.Second, Behavior: BehaviorRelease}).Command()),
+		"another TTL is another request")
+
+	lock := func(kind SessionKind, value string) Command {
+		return (&SessionCmd{Kind: kind, ID: "first-id", Key: "lock", Value: []byte(value)}).Command()
+	}
+	acq := a.idem("acquire", 1200, lock(SessionAcquire, "me"))
+	require.True(t, acq.OK)
+	require.Equal(t, acq.Index, acq.Current, "the fencing token")
+	require.Equal(t, Result{Index: acq.Index, Current: acq.Current, OK: true, Replayed: true},
+		a.idem("acquire", 1300, lock(SessionAcquire, "me")))
+
+	rel := a.idem("release", 1400, lock(SessionRelease, "free"))
+	require.True(t, rel.OK)
+	require.False(t, a.sess(SessionCmd{Kind: SessionRelease, ID: "first-id", Key: "lock", Value: []byte("free")}, 1400).OK,
+		"unkeyed, a second release finds the lock free: released=false")
+	require.Equal(t, Result{Index: rel.Index, OK: true, Replayed: true}, a.idem("release", 1500, lock(SessionRelease, "free")),
+		"keyed, the retry answers what the first attempt did")
+	require.Equal(t, Result{KeyReused: true}, a.idem("release", 1500, lock(SessionRelease, "other value")))
+
+	renew := (&SessionCmd{Kind: SessionRenew, ID: "first-id"}).Command()
+	rn := a.idem("renew", 1600, renew)
+	require.Equal(t, uint64(10_000), rn.Current)
+	require.Equal(t, Result{Index: rn.Index, Current: 10_000, Replayed: true}, a.idem("renew", 1700, renew))
+
+	destroy := (&SessionCmd{Kind: SessionDestroy, ID: "first-id"}).Command()
+	d := a.idem("destroy", 1800, destroy)
+	require.True(t, d.Deleted)
+	require.Equal(t, Result{Index: d.Index, Deleted: true, Replayed: true}, a.idem("destroy", 1900, destroy),
+		"not 'session not found'")
+
+	// The wrapper's stamp is the session clock (the inner command's own stamp stays zero); a replay
+	// applies nothing, so it does not move it.
+	require.Equal(t, int64(1800), a.f.sess.clock)
+
+	// A refused session command (the session is gone) is not recorded: a retry is decided afresh.
+	gone := (&SessionCmd{Kind: SessionRenew, ID: "gone"}).Command()
+	require.Equal(t, RefusedNoSession, a.idem("renew-gone", 2000, gone).Refused)
+	require.False(t, a.idem("renew-gone", 2000, gone).Replayed)
+
+	// The records, OK and session id included, survive a snapshot, byte for byte.
+	snap := persist(t, a.f)
+	b := &applier{t: t, f: restored(t, snap), index: a.index}
+	require.Equal(t, Result{Index: c1.Index, SessionID: "first-id", Replayed: true}, b.idem("create", 2100, create("third-id")))
+	require.Equal(t, Result{Index: acq.Index, Current: acq.Current, OK: true, Replayed: true}, b.idem("acquire", 2100, lock(SessionAcquire, "me")))
+	require.Equal(t, Result{Index: rel.Index, OK: true, Replayed: true}, b.idem("release", 2100, lock(SessionRelease, "free")))
+	require.Equal(t, snap, persist(t, restored(t, snap)))
+}
+
+// The leader's own session commands never come from a client, wrapped or not.
+func TestIdempotentWrapperRefusesLeaderSessionCommands(t *testing.T) {
+	a := newApplier(t)
+	for _, sc := range []*SessionCmd{
+		{Kind: SessionExpire, Term: 1, Sessions: []SessionGen{{"a", 1}}},
+		{Kind: SessionCheckpoint},
+	} {
+		res := a.raw(Idempotent("k", sc.Command().Encode()).Encode())
+		require.ErrorIs(t, res.Err, ErrInvalidCommand, sc.Kind.String())
+	}
+	require.Zero(t, a.f.DedupLen())
+}

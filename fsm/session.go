@@ -332,6 +332,7 @@ func (f *FSM) applySessionLocked(sc *SessionCmd, index uint64) (Result, []Change
 			CreateIndex: index, RenewIndex: index, Remaining: sc.TTL, keys: map[string]struct{}{}}
 		st.byID[sc.ID] = s
 		f.touched(s)
+		res.SessionID = sc.ID
 		return res, nil
 	case SessionRenew:
 		s, ok := st.byID[sc.ID]

@@ -30,8 +30,10 @@ import (
 //	dedup clock  8 bytes  big-endian: the idempotency records' clock (leader Unix milliseconds)
 //	dedup        count, then per record oldest first: idempotency key (length-prefixed), request
 //	             sum (16 bytes), recorded at (8 bytes big-endian), index, current, flags (1 byte:
-//	             bit 0 deleted, bit 1 cas failed, bit 2 transaction), then for a transaction its
-//	             result (length-prefixed, TxnResult.AppendEncoded)
+//	             bit 0 deleted, bit 1 cas failed, bit 2 transaction, bit 3 ok (a lock or session
+//	             answer), bit 4 session id), then for a transaction its result (length-prefixed,
+//	             TxnResult.AppendEncoded), then with bit 4 a session create's id (length-prefixed).
+//	             Bits 3 and 4 appear only once every member applies FormatIdempotentSessions.
 //	session clock 8 bytes big-endian: the largest leader stamp of a session command (Unix ms)
 //	sessions     count, then per session in id order: id, name (length-prefixed), ttl ms, behavior
 //	             (1 byte), lock delay ms, create index, renew index, remaining ms
@@ -213,11 +215,20 @@ func (s *snapshot) write(w io.Writer) error {
 		if r.res.Txn != nil {
 			flags |= 4
 		}
+		if r.res.OK {
+			flags |= 8
+		}
+		if r.res.SessionID != "" {
+			flags |= 16
+		}
 		sw.write([]byte{flags})
 		if r.res.Txn != nil {
 			enc := r.res.Txn.AppendEncoded(nil)
 			sw.uvarint(uint64(len(enc)))
 			sw.write(enc)
+		}
+		if r.res.SessionID != "" {
+			sw.string(r.res.SessionID)
 		}
 	}
 
@@ -666,10 +677,10 @@ func (sr *snapshotReader) dedup(d *dedupTable) error {
 		if err != nil {
 			return fmt.Errorf("read dedup record %d: %w", i, truncated(err))
 		}
-		if flags&^7 != 0 {
+		if flags&^31 != 0 {
 			return fmt.Errorf("%w: dedup record %d has unknown flags %#02x", ErrInvalidSnapshot, i, flags)
 		}
-		r.res.Deleted, r.res.CASFailed = flags&1 != 0, flags&2 != 0
+		r.res.Deleted, r.res.CASFailed, r.res.OK = flags&1 != 0, flags&2 != 0, flags&8 != 0
 		if flags&4 != 0 {
 			enc, err := sr.bytes()
 			if err != nil {
@@ -677,6 +688,11 @@ func (sr *snapshotReader) dedup(d *dedupTable) error {
 			}
 			if r.res.Txn, err = DecodeTxnResult(enc); err != nil {
 				return fmt.Errorf("%w: dedup record %d: %w", ErrInvalidSnapshot, i, err)
+			}
+		}
+		if flags&16 != 0 {
+			if r.res.SessionID, err = sr.string(); err != nil {
+				return fmt.Errorf("read dedup record %d: session id: %w", i, err)
 			}
 		}
 		// Records are written oldest first, each at or after the one before and under a unique key.

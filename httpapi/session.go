@@ -73,8 +73,9 @@ func (s *server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if len(r.Header[headerIdempotencyKey]) > 0 {
-		s.writeError(w, r, paramError("header Idempotency-Key is not supported on sessions"))
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	opts, err := decodeCreateSession(w, r)
@@ -82,7 +83,7 @@ func (s *server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	sess, err := s.store.CreateSession(r.Context(), opts)
+	sess, err := s.store.CreateSession(ctx, opts)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -155,7 +156,12 @@ func (s *server) handleRenewSession(w http.ResponseWriter, r *http.Request, id s
 		s.writeError(w, r, err)
 		return
 	}
-	ttl, err := s.store.RenewSession(r.Context(), id)
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ttl, err := s.store.RenewSession(ctx, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -172,20 +178,30 @@ func (s *server) handleDestroySession(w http.ResponseWriter, r *http.Request, id
 		s.writeError(w, r, err)
 		return
 	}
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	if s.opts.ACLEnabled {
 		// Destroying deletes or releases every key the session holds: the caller must be allowed to
 		// write each (a key it acquires meanwhile is decided when that holder acquired it).
 		sess, _, err := s.store.GetSession(r.Context(), id, store.Linearizable)
-		if err != nil {
+		switch {
+		case errors.Is(err, store.ErrSessionNotFound):
+			// It holds nothing to authorize. The destroy answers 404, or, for a retry of one that
+			// applied, the first attempt's outcome from its idempotency record.
+		case err != nil:
 			s.writeError(w, r, err)
 			return
-		}
-		if err := s.authorizeBody(r, keysNeeds(sess.HeldKeys, acl.AccessWrite)); err != nil {
-			s.writeError(w, r, err)
-			return
+		default:
+			if err := s.authorizeBody(r, keysNeeds(sess.HeldKeys, acl.AccessWrite)); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
 		}
 	}
-	index, err := s.store.DestroySession(r.Context(), id)
+	index, err := s.store.DestroySession(ctx, id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -281,19 +297,19 @@ func appendSession(b []byte, s *store.Session) []byte {
 
 // handleSessionPut serves PUT /v1/kv/{key} with session=, acquire= or release=.
 func (s *server) handleSessionPut(w http.ResponseWriter, r *http.Request, key string, value []byte, sp sessionParams) {
-	if len(r.Header[headerIdempotencyKey]) > 0 {
-		s.writeError(w, r, paramError("header Idempotency-Key is not supported with "+sp.mode))
+	ctx, err := writeContext(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	var out store.LockOutcome
-	var err error
 	switch sp.mode {
 	case "session":
-		out.Index, err = s.store.PutOwned(r.Context(), key, value, sp.id)
+		out.Index, err = s.store.PutOwned(ctx, key, value, sp.id)
 	case "acquire":
-		out, err = s.store.Acquire(r.Context(), key, value, sp.id)
+		out, err = s.store.Acquire(ctx, key, value, sp.id)
 	case "release":
-		out, err = s.store.Release(r.Context(), key, value, sp.id)
+		out, err = s.store.Release(ctx, key, value, sp.id)
 	default:
 		err = errors.New("unknown session mode " + sp.mode)
 	}

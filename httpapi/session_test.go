@@ -18,7 +18,8 @@ import (
 
 // The fake's sessions: enough semantics to check the HTTP translation (the FSM's tests check the rest).
 
-func (f *fakeStore) CreateSession(_ context.Context, o store.SessionOptions) (store.Session, error) {
+func (f *fakeStore) CreateSession(ctx context.Context, o store.SessionOptions) (store.Session, error) {
+	f.noteIdem(ctx)
 	if err := f.fail("CreateSession"); err != nil {
 		return store.Session{}, err
 	}
@@ -42,7 +43,15 @@ func (f *fakeStore) session(id string) (*store.Session, error) {
 	return s, nil
 }
 
-func (f *fakeStore) RenewSession(_ context.Context, id string) (time.Duration, error) {
+// noteIdem records a session write's idempotency key, as Put, Delete and Txn do.
+func (f *fakeStore) noteIdem(ctx context.Context) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.idemKeys = append(f.idemKeys, store.IdempotencyKey(ctx))
+}
+
+func (f *fakeStore) RenewSession(ctx context.Context, id string) (time.Duration, error) {
+	f.noteIdem(ctx)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, err := f.session(id)
@@ -52,7 +61,8 @@ func (f *fakeStore) RenewSession(_ context.Context, id string) (time.Duration, e
 	return s.TTL, nil
 }
 
-func (f *fakeStore) DestroySession(_ context.Context, id string) (uint64, error) {
+func (f *fakeStore) DestroySession(ctx context.Context, id string) (uint64, error) {
+	f.noteIdem(ctx)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, err := f.session(id); err != nil {
@@ -116,7 +126,8 @@ func (f *fakeStore) lockWrite(key string, value []byte, id string, take bool) (s
 	return store.LockOutcome{Index: f.index, Token: lock.Index, OK: true}, nil
 }
 
-func (f *fakeStore) PutOwned(_ context.Context, key string, value []byte, id string) (uint64, error) {
+func (f *fakeStore) PutOwned(ctx context.Context, key string, value []byte, id string) (uint64, error) {
+	f.noteIdem(ctx)
 	out, err := f.lockWrite(key, value, id, true)
 	if err == nil && !out.OK {
 		err = store.ErrKeyHeld
@@ -124,11 +135,19 @@ func (f *fakeStore) PutOwned(_ context.Context, key string, value []byte, id str
 	return out.Index, err
 }
 
-func (f *fakeStore) Acquire(_ context.Context, key string, value []byte, id string) (store.LockOutcome, error) {
+func (f *fakeStore) Acquire(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error) {
+	f.noteIdem(ctx)
+	if err := f.fail("Acquire"); err != nil {
+		return store.LockOutcome{}, err
+	}
 	return f.lockWrite(key, value, id, true)
 }
 
-func (f *fakeStore) Release(_ context.Context, key string, value []byte, id string) (store.LockOutcome, error) {
+func (f *fakeStore) Release(ctx context.Context, key string, value []byte, id string) (store.LockOutcome, error) {
+	f.noteIdem(ctx)
+	if err := f.fail("Release"); err != nil {
+		return store.LockOutcome{}, err
+	}
 	return f.lockWrite(key, value, id, false)
 }
 
@@ -269,4 +288,49 @@ func do(t *testing.T, h http.Handler, method, target, b string) *httptest.Respon
 func decodeJSON(t *testing.T, rec *httptest.ResponseRecorder, v any) {
 	t.Helper()
 	requireJSON(t, rec, v)
+}
+
+// Session and lock writes take an Idempotency-Key like any write (the FSM replays their first outcome;
+// fsm's TestIdempotentSessionAndLockOutcomesAreReplayed): it reaches the store on every route, a
+// malformed one is refused and never dropped, a reused one is 422.
+func TestSessionWritesCarryTheirIdempotencyKey(t *testing.T) {
+	hs := newHarness(t, Options{})
+	req := func(method, target, b string, keys ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, target, body(b))
+		for _, k := range keys {
+			r.Header.Add("Idempotency-Key", k)
+		}
+		return hs.serve(r)
+	}
+	rec := req(http.MethodPost, "/v1/session", `{"ttl":"10s"}`, "create-1")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var sess struct {
+		ID string `json:"id"`
+	}
+	decodeJSON(t, rec, &sess)
+	for _, c := range []struct{ method, target, key string }{
+		{http.MethodPut, "/v1/session/" + sess.ID + "/renew", "renew-1"},
+		{http.MethodPut, "/v1/kv/owned?session=" + sess.ID, "put-1"},
+		{http.MethodPut, "/v1/kv/lock?acquire=" + sess.ID, "acquire-1"},
+		{http.MethodPut, "/v1/kv/lock?release=" + sess.ID, "release-1"},
+		{http.MethodDelete, "/v1/session/" + sess.ID, "destroy-1"},
+	} {
+		rec := req(c.method, c.target, "v", c.key)
+		require.Equal(t, http.StatusOK, rec.Code, "%s %s: %s", c.method, c.target, rec.Body.String())
+	}
+	require.Equal(t, []string{"create-1", "renew-1", "put-1", "acquire-1", "release-1", "destroy-1"}, hs.store.idemKeys)
+
+	for _, target := range []string{"/v1/kv/lock?acquire=s1", "/v1/kv/lock?release=s1"} {
+		requireError(t, req(http.MethodPut, target, "v", "has space"), http.StatusBadRequest, "invalid_parameter")
+		requireError(t, req(http.MethodPut, target, "v", "a", "b"), http.StatusBadRequest, "invalid_parameter")
+	}
+	requireError(t, req(http.MethodPost, "/v1/session", `{"ttl":"10s"}`, "a", "b"), http.StatusBadRequest, "invalid_parameter")
+	requireError(t, req(http.MethodPut, "/v1/session/s1/renew", "", "has space"), http.StatusBadRequest, "invalid_parameter")
+	requireError(t, req(http.MethodDelete, "/v1/session/s1", "", "has space"), http.StatusBadRequest, "invalid_parameter")
+	require.Len(t, hs.store.idemKeys, 6, "a refused key never reaches the store")
+
+	hs.store.errs["Release"] = fmt.Errorf("release: %w: key %q", store.ErrIdempotencyKeyReused, "release-1")
+	requireError(t, req(http.MethodPut, "/v1/kv/lock?release=s1", "other", "release-1"), http.StatusUnprocessableEntity, "idempotency_key_reused")
+	hs.store.errs["Acquire"] = fmt.Errorf("acquire: %w: the leader applies format 5", store.ErrIdempotencyUnsupported)
+	requireError(t, req(http.MethodPut, "/v1/kv/lock?acquire=s1", "v", "acquire-2"), http.StatusServiceUnavailable, "idempotency_unsupported")
 }

@@ -225,7 +225,7 @@ func (s *Store) applyBatchLocal(ctx context.Context, req []byte) ([]byte, error)
 	valid := make([]*proposal, 0, len(cmds))
 	for i, cmd := range cmds {
 		if err := s.checkForwarded(cmd); err != nil {
-			if !errors.Is(err, errLeaderNotReady) && !errors.Is(err, ErrNotReady) {
+			if !errors.Is(err, errLeaderNotReady) && !errors.Is(err, ErrNotReady) && !errors.Is(err, ErrIdempotencyUnsupported) {
 				err = fmt.Errorf("%w: %v", ErrInvalid, err)
 			}
 			results[i] = encodeResponse(err, nil)
@@ -277,6 +277,9 @@ func (s *Store) checkForwarded(b []byte) error {
 			return fmt.Errorf("idempotency key %s", problem)
 		}
 		if cmd, _, _, err = cmd.Unwrap(); err != nil {
+			return err
+		}
+		if err := s.checkIdempotentWrap(cmd); err != nil {
 			return err
 		}
 	}

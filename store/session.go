@@ -70,6 +70,9 @@ func (s *Store) CreateSession(ctx context.Context, o SessionOptions) (Session, e
 	if err != nil {
 		return Session{}, fmt.Errorf("create session: %w", err)
 	}
+	if res.SessionID != "" { // a replayed create: the first attempt's session
+		sc.ID = res.SessionID
+	}
 	return Session{ID: sc.ID, Name: sc.Name, TTL: sc.TTL, Behavior: sc.Behavior, LockDelay: sc.LockDelay,
 		CreateIndex: res.Index, RenewIndex: res.Index, Remaining: sc.TTL}, nil
 }
@@ -152,13 +155,29 @@ func (s *Store) readReady(ctx context.Context, c Consistency) error {
 	return nil
 }
 
-// writeSession proposes a client's session command and turns a refusal into its sentinel error.
+// writeSession proposes a client's session command and turns a refusal into its sentinel error. Under
+// an idempotency key it is wrapped like any write (store.write): the record keeps its outcome (index,
+// acquired/released, fencing token, renewed TTL, a create's session id), which a retry gets back.
 func (s *Store) writeSession(ctx context.Context, sc *fsm.SessionCmd) (fsm.Result, error) {
-	if IdempotencyKey(ctx) != "" {
-		// The dedup record keeps a put's outcome, not a session's: replaying it would be a lie.
-		return fsm.Result{}, fmt.Errorf("%w: session operations do not take an idempotency key", ErrInvalid)
-	}
 	return s.write(ctx, sc.Command())
+}
+
+// checkIdempotentWrap: a wrapped session command only once every member applies
+// FormatIdempotentSessions (an older member refuses the wrapper as an invalid command and would skip
+// a write the others apply). Puts, deletes and transactions need only FormatIdempotent, which the
+// proposer checks for every wrapper.
+func (s *Store) checkIdempotentWrap(inner fsm.Command) error {
+	if inner.Op != fsm.OpSession {
+		return nil
+	}
+	switch format := s.proposer.format.Load(); {
+	case format == 0:
+		return fmt.Errorf("%w: the log format of every member is not known yet", errLeaderNotReady)
+	case format < fsm.FormatIdempotentSessions:
+		return fmt.Errorf("%w: idempotency keys on session operations need every member on log format %d, the oldest is on %d",
+			ErrIdempotencyUnsupported, fsm.FormatIdempotentSessions, format)
+	}
+	return nil
 }
 
 // refusalError is the error for a session command the FSM refused, or nil.

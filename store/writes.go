@@ -53,10 +53,15 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 					return err
 				}
 			}
+			if idempotent {
+				if err := s.checkIdempotentWrap(cmd); err != nil {
+					return err
+				}
+			}
 			res, err = s.proposer.apply(ctx, b)
 		} else {
 			if idempotent {
-				if err := s.checkLeaderKnowsIdempotency(); err != nil {
+				if err := s.checkLeaderKnowsIdempotency(cmd.Op); err != nil {
 					return err
 				}
 			}
@@ -86,12 +91,17 @@ func (s *Store) write(ctx context.Context, cmd fsm.Command) (fsm.Result, error) 
 // checkLeaderKnowsIdempotency refuses to forward an idempotent write to a leader that advertises an
 // older log format: a build from before FormatIdempotent answers the wrapper as an invalid command
 // (or, knowing only wrapped puts and deletes, a wrapped transaction), which would reach the client as
-// a 400 for a request that is fine. ErrIdempotencyUnsupported says what is really going on.
-func (s *Store) checkLeaderKnowsIdempotency() error {
+// a 400 for a request that is fine. ErrIdempotencyUnsupported says what is really going on. A wrapped
+// session command needs FormatIdempotentSessions.
+func (s *Store) checkLeaderKnowsIdempotency(inner fsm.Op) error {
+	need := fsm.FormatIdempotent
+	if inner == fsm.OpSession {
+		need = fsm.FormatIdempotentSessions
+	}
 	_, id := s.raft.LeaderWithID()
-	if format, ok := s.gossip.LogFormat(string(id)); ok && format < fsm.FormatIdempotent {
-		return fmt.Errorf("%w: the leader %s applies log format %d, idempotency keys need %d",
-			ErrIdempotencyUnsupported, id, format, fsm.FormatIdempotent)
+	if format, ok := s.gossip.LogFormat(string(id)); ok && format < need {
+		return fmt.Errorf("%w: the leader %s applies log format %d, idempotency keys on %s need %d",
+			ErrIdempotencyUnsupported, id, format, inner, need)
 	}
 	return nil
 }
