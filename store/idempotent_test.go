@@ -147,3 +147,53 @@ func TestIdempotentWritesRefusedWhileAMemberRunsAnOlderFormat(t *testing.T) {
 	_, err = fs.Put(ctxT(t), "k", []byte("plain"), Precondition{})
 	require.NoError(t, err, "a write without a key still goes through")
 }
+
+// A keyed session or lock write needs every member at FormatIdempotentSessions: a build at FormatACL
+// refuses the wrapper around a session command. Until then it is refused like any keyed write during
+// an upgrade, and the same write without a key goes through.
+func TestIdempotentSessionWritesRefusedWhileAMemberRunsFormat5(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newTestCluster(t)
+	c.startCluster(3)
+	leader := c.leader()
+	follower := c.follower()
+	ls, fs := c.nodes[leader].store, c.nodes[follower].store
+	opts := SessionOptions{TTL: 10 * time.Second}
+	var sess Session
+	var err error
+	require.Eventually(t, func() bool {
+		sess, err = fs.CreateSession(WithIdempotencyKey(ctxT(t), "create-before"), opts)
+		return !retryableIdem(err)
+	}, waitFor, 20*time.Millisecond)
+	require.NoError(t, err)
+	again, err := ls.CreateSession(WithIdempotencyKey(ctxT(t), "create-before"), opts)
+	require.NoError(t, err)
+	require.Equal(t, sess.ID, again.ID, "the retry on another node answers the first session")
+	require.Equal(t, sess.CreateIndex, again.CreateIndex)
+	all, _, err := ls.Sessions(ctxT(t), Linearizable)
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+
+	m := ls.gossip.LocalMeta()
+	m.LogFormat = fsm.FormatACL // as the build before keyed session writes advertises
+	require.NoError(t, ls.gossip.SetMeta(m))
+	require.Eventually(t, func() bool {
+		f, ok := fs.gossip.LogFormat(leader)
+		return ok && f == fsm.FormatACL
+	}, waitFor, 20*time.Millisecond)
+	_, err = fs.Acquire(WithIdempotencyKey(ctxT(t), "via-follower"), "lock", nil, sess.ID)
+	require.ErrorIs(t, err, ErrIdempotencyUnsupported, "the follower does not forward it")
+	require.ErrorContains(t, err, "applies log format 5")
+
+	require.Eventually(t, func() bool { return ls.proposer.format.Load() == fsm.FormatACL }, waitFor, 20*time.Millisecond)
+	_, err = ls.Acquire(WithIdempotencyKey(ctxT(t), "on-leader"), "lock", nil, sess.ID)
+	require.ErrorIs(t, err, ErrIdempotencyUnsupported, "the leader does not propose it")
+	_, err = ls.Put(WithIdempotencyKey(ctxT(t), "a-put"), "k", []byte("v"), Precondition{})
+	require.NoError(t, err, "a keyed put needs only format 4")
+
+	out, err := ls.Acquire(ctxT(t), "lock", nil, sess.ID)
+	require.NoError(t, err, "without a key it goes through")
+	require.True(t, out.OK)
+}
