@@ -107,7 +107,7 @@ func TestClientSessionAndLockWritesApplyOnceWhenAnswersAreLost(t *testing.T) {
 	require.NoError(t, json.Unmarshal(proxy.dropped["create"].answer, &created))
 	require.Equal(t, created.ID, s.ID(), "the retried create answers the first attempt's session")
 	sessions := func(node int) []map[string]any {
-		resp, err := http.Get("http://" + c.Node(node).HTTPAddr + "/v1/session")
+		resp, err := http.Get("http://" + c.Node(node).HTTPAddr + "/v1/sessions")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var all []map[string]any
