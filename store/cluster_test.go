@@ -128,6 +128,12 @@ func (c *testCluster) startCluster(n int) []string {
 		ids = append(ids, id)
 	}
 	c.waitReady(ids...)
+	// Ready is not voting: a member that lost the bootstrap race votes only once the leader has recorded
+	// its data dir. A test that stops or stalls a node before then leaves the others without a majority.
+	for _, id := range ids {
+		s := c.nodes[id].store
+		require.Eventually(c.t, s.admitted, waitFor, 20*time.Millisecond, "node %s never admitted as a voter", id)
+	}
 	return ids
 }
 
