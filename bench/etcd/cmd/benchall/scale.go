@@ -334,7 +334,8 @@ func scaleReport(rows []scaleRow, keys, valueSize int) string {
 		"`Maintenance.Snapshot` (what `etcdctl snapshot save` runs: download and sync, no decode). Restart: a member stopped with SIGTERM and started again, until it serves (raftkv " +
 		"`/readyz` 200: leader known, in the configuration, caught up; etcd: a linearizable read through it). " +
 		"New member: started until caught up (raftkv: joins, receives the state, `/readyz` 200; etcd: " +
-		"`MemberAddAsLearner`, then `MemberPromote` accepted, which etcd allows once the learner is in sync).\n\n")
+		"`MemberAddAsLearner` before the clock starts, then `MemberPromote` accepted, which etcd allows once the " +
+		"learner's match index is at least 90 % of the leader's: a laxer bar than raftkv's `/readyz`).\n\n")
 	b.WriteString("| system | load (context) | largest member RSS / peak after the load | backup (size) | restart → ready | new member → caught up |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		b.WriteString(r.markdown())
