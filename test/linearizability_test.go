@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
 	"github.com/stretchr/testify/require"
 
 	"github.com/raftkv/raftkv/test/harness"
@@ -136,42 +135,6 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	require.Greater(t, stats.reads.Load(), int64(100), "too few successful reads for a meaningful check")
 	lincheck.Verify(t, history, linCheckTimeout)
 	if !t.Failed() && !t.Skipped() {
-		requireRejectsMutations(t, history)
-	}
-}
-
-// requireRejectsMutations shows the checker can say no on this very history: a read given a value
-// nobody wrote, or another mod index, must make it illegal; so must a read-only transaction's get given
-// a value nobody wrote.
-func requireRejectsMutations(t *testing.T, history []porcupine.Operation) {
-	last, lastTxn := -1, -1
-	for i, op := range history {
-		in, out := op.Input.(lincheck.Input), op.Output.(lincheck.Output)
-		if in.Kind == lincheck.Get && out.Found {
-			last = i
-		}
-		if in.Kind == lincheck.Txn && !in.Writes() && len(out.Results) > 0 && out.Results[0].Found {
-			lastTxn = i
-		}
-	}
-	require.GreaterOrEqual(t, last, 0, "no successful read in the history")
-	require.GreaterOrEqual(t, lastTxn, 0, "no read-only transaction that found a key in the history")
-	for _, m := range []struct {
-		at     int
-		mutate func(*lincheck.Output)
-	}{
-		{last, func(o *lincheck.Output) { o.Value = "never-written" }},
-		{last, func(o *lincheck.Output) { o.ModIndex++ }},
-		{lastTxn, func(o *lincheck.Output) {
-			o.Results = append([]lincheck.TxnResult(nil), o.Results...)
-			o.Results[0].Value = "never-written"
-		}},
-	} {
-		h := append([]porcupine.Operation(nil), history...)
-		out := h[m.at].Output.(lincheck.Output)
-		m.mutate(&out)
-		h[m.at].Output = out
-		res := porcupine.CheckOperationsTimeout(lincheck.Model, h, linCheckTimeout)
-		require.Equal(t, porcupine.Illegal, res, "the checker must reject a mutated read %+v", out)
+		require.NoError(t, lincheck.RejectsMutations(history, linCheckTimeout, t.Logf))
 	}
 }

@@ -359,7 +359,7 @@ func runScenario(t *testing.T, sc scenario) {
 	switch lin.Linearizable {
 	case porcupine.Ok:
 		res.Linearizable = "yes"
-		if err := rejectsMutations(t, history); err != nil {
+		if err := lincheck.RejectsMutations(history, 30*time.Second, t.Logf); err != nil {
 			problem("the checker is blind on this history: %v", err)
 		}
 	case porcupine.Illegal:
@@ -376,75 +376,6 @@ func runScenario(t *testing.T, sc scenario) {
 	t.Logf("history: %d operations (%d reads, %d writes, %d cas mismatches, %d indeterminate), checked in %v; latency p50 %v p99 %v max %v",
 		len(history), res.Reads, res.Writes, res.CASMismatches, res.OpsIndeterminate, time.Since(checkStart).Round(time.Millisecond),
 		p50.Round(time.Millisecond), p99.Round(time.Millisecond), pmax.Round(time.Millisecond))
-}
-
-// rejectsMutations shows the checker can say no on this very history: a successful read, given a
-// value nobody wrote or another modify index, must make it illegal, and so must a read-only
-// transaction's get given a value nobody wrote. The reads are taken on the keys with the fewest writes
-// of unknown outcome: proving a history illegal means exhausting every way to linearize its keys,
-// which those make expensive. A search that runs out of time proves nothing either way and is only
-// logged.
-func rejectsMutations(t *testing.T, history []porcupine.Operation) error {
-	unknown := map[string]int{}
-	for _, op := range history {
-		if op.Output.(lincheck.Output).Status == lincheck.Unknown {
-			for _, k := range op.Input.(lincheck.Input).Keys() {
-				unknown[k]++
-			}
-		}
-	}
-	cost := func(i int) int {
-		n := 0
-		for _, k := range history[i].Input.(lincheck.Input).Keys() {
-			n += unknown[k]
-		}
-		return n
-	}
-	pick, pickTxn := -1, -1
-	for i, op := range history {
-		in, out := op.Input.(lincheck.Input), op.Output.(lincheck.Output)
-		if in.Kind == lincheck.Get && out.Found && (pick < 0 || cost(i) <= cost(pick)) {
-			pick = i
-		}
-		if in.Kind == lincheck.Txn && !in.Writes() && len(out.Results) > 0 && out.Results[0].Found &&
-			(pickTxn < 0 || cost(i) <= cost(pickTxn)) {
-			pickTxn = i
-		}
-	}
-	if pick < 0 {
-		return errors.New("no successful read in the history")
-	}
-	type mutation struct {
-		at     int
-		mutate func(*lincheck.Output)
-	}
-	mutations := []mutation{
-		{pick, func(o *lincheck.Output) { o.Value = "never-written" }},
-		{pick, func(o *lincheck.Output) { o.ModIndex++ }},
-	}
-	if pickTxn < 0 {
-		t.Logf("no read-only transaction that found a key in the history: its mutation is not tried")
-	} else {
-		mutations = append(mutations, mutation{pickTxn, func(o *lincheck.Output) {
-			o.Results = slices.Clone(o.Results)
-			o.Results[0].Value = "never-written"
-		}})
-	}
-	for _, m := range mutations {
-		h := slices.Clone(history)
-		out := h[m.at].Output.(lincheck.Output)
-		m.mutate(&out)
-		h[m.at].Output = out
-		keys := h[m.at].Input.(lincheck.Input).Keys()
-		switch res := porcupine.CheckOperationsTimeout(lincheck.Model, h, 30*time.Second); res {
-		case porcupine.Illegal:
-		case porcupine.Unknown:
-			t.Logf("mutation check inconclusive (porcupine timed out) for a read of %q", keys)
-		default:
-			return fmt.Errorf("a mutated read %+v of %q was judged %s", out, keys, res)
-		}
-	}
-	return nil
 }
 
 // term is the current Raft term as the first running member that answers sees it (0 if none does).
