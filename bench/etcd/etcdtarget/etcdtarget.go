@@ -10,6 +10,7 @@ package etcdtarget
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -27,13 +28,17 @@ type Clients struct {
 }
 
 // Dial connects one client to each endpoint ("127.0.0.1:2379" or "http://127.0.0.1:2379").
-func Dial(endpoints []string) (*Clients, error) {
+func Dial(endpoints []string) (*Clients, error) { return DialTLS(endpoints, nil) }
+
+// DialTLS is Dial over TLS with tc (endpoints "https://host:port"); a nil tc is plaintext.
+func DialTLS(endpoints []string, tc *tls.Config) (*Clients, error) {
 	c := &Clients{}
 	for _, ep := range endpoints {
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints:   []string{ep},
 			DialTimeout: 5 * time.Second,
 			Logger:      zap.NewNop(),
+			TLS:         tc,
 		})
 		if err != nil {
 			c.Close()

@@ -70,6 +70,8 @@ type workload struct {
 	// scrape: every node's /metrics is fetched once a second while the row runs (scrape.go); the
 	// ceiling has no metrics and skips the row.
 	scrape bool
+	// tls: the row runs against each system's TLS cluster (tlsrows.go), not the plain one.
+	tls bool
 }
 
 var workloads = []workload{
@@ -250,6 +252,11 @@ func runCompare(args []string) int {
 				rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s (round %d): %v", spec.name, round, err))
 				failed = true
 			}
+			if err := runTLSSystem(ctx, env, spec.name, f, placement, rep); err != nil {
+				fmt.Fprintf(os.Stderr, "benchall: %s with TLS: %v\n", spec.name, err)
+				rep.Meta.Failures = append(rep.Meta.Failures, fmt.Sprintf("%s with TLS (round %d): %v", spec.name, round, err))
+				failed = true
+			}
 		}
 	}
 	rep.Meta.Interrupted = ctx.Err() != nil
@@ -339,7 +346,7 @@ func runSystem(ctx context.Context, env *runEnv, name string, start func(context
 		if ctx.Err() != nil {
 			return nil
 		}
-		if f.rows != nil && !f.rows.MatchString(w.label) {
+		if w.tls || (f.rows != nil && !f.rows.MatchString(w.label)) {
 			continue
 		}
 		for _, p := range sys.processes() {

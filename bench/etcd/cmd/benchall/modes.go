@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -33,6 +34,11 @@ func runMember(args []string) int {
 	peer := fs.String("peer", "", "peer host:port")
 	initial := fs.String("initial-cluster", "", "name=http://host:port,...")
 	existing := fs.Bool("existing", false, "join an existing cluster (a member added with MemberAdd/MemberAddAsLearner)")
+	// tlsrows.go: client TLS with client-certificate auth and peer mutual TLS, one CA and one key pair
+	// for both (etcd's --cert-file/--key-file/--client-cert-auth/--trusted-ca-file and --peer-*).
+	certFile := fs.String("cert", "", "TLS: the member's certificate for the client and peer ports (https URLs)")
+	keyFile := fs.String("key", "", "TLS: its private key")
+	caFile := fs.String("ca", "", "TLS: the CA that clients' and peers' certificates must chain to")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -41,8 +47,14 @@ func runMember(args []string) int {
 
 	cfg := embed.NewConfig()
 	cfg.Name, cfg.Dir = *name, *dir
-	cu := url.URL{Scheme: "http", Host: *client}
-	pu := url.URL{Scheme: "http", Host: *peer}
+	scheme := "http"
+	if *certFile != "" {
+		scheme = "https"
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: *certFile, KeyFile: *keyFile, TrustedCAFile: *caFile, ClientCertAuth: true}
+		cfg.PeerTLSInfo = transport.TLSInfo{CertFile: *certFile, KeyFile: *keyFile, TrustedCAFile: *caFile, ClientCertAuth: true}
+	}
+	cu := url.URL{Scheme: scheme, Host: *client}
+	pu := url.URL{Scheme: scheme, Host: *peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	cfg.InitialCluster = *initial

@@ -267,6 +267,7 @@ func (r *report) writeTable(w io.Writer) {
 	}
 	r.writeClientComparisons(w, false)
 	r.writeClientPairs(w, false)
+	r.writeTLSComparisons(w, false)
 	var b strings.Builder
 	r.writeScenarios(&b)
 	fmt.Fprint(w, b.String())
@@ -335,6 +336,7 @@ func (r *report) markdown() string {
 	}
 	r.writeClientComparisons(&b, true)
 	r.writeClientPairs(&b, true)
+	r.writeTLSComparisons(&b, true)
 	r.writeScenarios(&b)
 	for _, spec := range systemSpecs {
 		if !r.ran(spec.name) {

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,7 +80,23 @@ type raftkvCluster struct {
 }
 
 func startRaftkv(ctx context.Context, env *runEnv) (system, error) {
-	dir, err := env.freshDir("raftkv")
+	c, err := startRaftkvWith(ctx, env, raftkvVariant{dir: "raftkv", scheme: "http", hc: &http.Client{Timeout: 2 * time.Second}})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
+}
+
+// raftkvVariant is how one raftkv cluster differs from the plain one (tlsrows.go starts one with TLS).
+type raftkvVariant struct {
+	dir    string                   // the subdirectory of the run's temp dir
+	args   func(id string) []string // extra `raftkv serve` flags of node id
+	scheme string                   // of the API URLs
+	hc     *http.Client             // for the readiness checks
+}
+
+func startRaftkvWith(ctx context.Context, env *runEnv, v raftkvVariant) (*raftkvCluster, error) {
+	dir, err := env.freshDir(v.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -105,24 +122,27 @@ func startRaftkv(ctx context.Context, env *runEnv) (system, error) {
 				others = append(others, g)
 			}
 		}
-		p, err := startProc("raftkv "+id, filepath.Join(dir, id+".log"), env.raftkv, "serve",
-			"--id", id, "--data-dir", data,
+		args := []string{"serve", "--id", id, "--data-dir", data,
 			"--http-addr", c.http[i], "--raft-addr", loopback(ports[3*i+1]), "--gossip-addr", gossip[i],
 			"--bootstrap-expect", strconv.Itoa(nodes), "--join", strings.Join(others, ","),
 			"--log-level", "warn",
 			// The idle-watch row holds 10,000 watch streams on one node, each a connection of its own.
-			"--http-max-conns", "16384", "--max-watches", "16384")
+			"--http-max-conns", "16384", "--max-watches", "16384"}
+		if v.args != nil {
+			args = append(args, v.args(id)...)
+		}
+		p, err := startProc("raftkv "+id, filepath.Join(dir, id+".log"), env.raftkv, args...)
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
 		c.procs = append(c.procs, p)
 	}
-	hc := &http.Client{Timeout: 2 * time.Second}
+	hc := v.hc
 	defer hc.CloseIdleConnections()
 	err = waitFor(ctx, "raftkv cluster", readyTimeout, c.procs, func(ctx context.Context) error {
 		for _, a := range c.http {
-			if err := httpOK(ctx, hc, "http://"+a+"/readyz", nil); err != nil {
+			if err := httpOK(ctx, hc, v.scheme+"://"+a+"/readyz", nil); err != nil {
 				return err
 			}
 		}
@@ -131,7 +151,7 @@ func startRaftkv(ctx context.Context, env *runEnv) (system, error) {
 				ID string `json:"id"`
 			} `json:"leader"`
 		}
-		if err := httpOK(ctx, hc, "http://"+c.http[0]+"/v1/cluster", &st); err != nil {
+		if err := httpOK(ctx, hc, v.scheme+"://"+c.http[0]+"/v1/cluster", &st); err != nil {
 			return err
 		}
 		if st.Leader == nil {
@@ -207,7 +227,23 @@ type etcdCluster struct {
 }
 
 func startEtcd(ctx context.Context, env *runEnv) (system, error) {
-	dir, err := env.freshDir("etcd")
+	c, err := startEtcdWith(ctx, env, etcdVariant{dir: "etcd", scheme: "http"})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
+}
+
+// etcdVariant is how one etcd cluster differs from the plain one (tlsrows.go starts one with TLS).
+type etcdVariant struct {
+	dir    string
+	args   func(name string) []string // extra `benchall member` flags of member name
+	scheme string                     // of the client and peer URLs
+	tls    *tls.Config                // the readiness client's
+}
+
+func startEtcdWith(ctx context.Context, env *runEnv, v etcdVariant) (*etcdCluster, error) {
+	dir, err := env.freshDir(v.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -219,21 +255,24 @@ func startEtcd(ctx context.Context, env *runEnv) (system, error) {
 	var initial []string
 	for i := range nodes {
 		c.clients = append(c.clients, loopback(ports[2*i]))
-		initial = append(initial, fmt.Sprintf("m%d=http://%s", i+1, loopback(ports[2*i+1])))
+		initial = append(initial, fmt.Sprintf("m%d=%s://%s", i+1, v.scheme, loopback(ports[2*i+1])))
 	}
 	for i := range nodes {
 		name := "m" + strconv.Itoa(i+1)
 		data := filepath.Join(dir, name)
-		p, err := startProc("etcd "+name, filepath.Join(dir, name+".log"), env.self, "member",
-			"--name", name, "--data-dir", data, "--client", c.clients[i], "--peer", loopback(ports[2*i+1]),
-			"--initial-cluster", strings.Join(initial, ","))
+		args := []string{"member", "--name", name, "--data-dir", data, "--client", c.clients[i], "--peer", loopback(ports[2*i+1]),
+			"--initial-cluster", strings.Join(initial, ",")}
+		if v.args != nil {
+			args = append(args, v.args(name)...)
+		}
+		p, err := startProc("etcd "+name, filepath.Join(dir, name+".log"), env.self, args...)
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
 		c.procs = append(c.procs, p)
 	}
-	cl, err := etcdtarget.Dial(c.clients)
+	cl, err := etcdtarget.DialTLS(schemed(v.scheme, c.clients), v.tls)
 	if err != nil {
 		c.stop()
 		return nil, err
@@ -253,6 +292,15 @@ func startEtcd(ctx context.Context, env *runEnv) (system, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// schemed returns addrs as scheme://addr URLs.
+func schemed(scheme string, addrs []string) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = scheme + "://" + a
+	}
+	return out
 }
 
 func (c *etcdCluster) name() string       { return "etcd" }
