@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,24 +10,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/raftkv/raftkv/tlsutil"
+	"github.com/raftkv/raftkv/tlsutil/tlstest"
 	"github.com/raftkv/raftkv/transport"
 )
 
 // The offline recovery probe has no peer certificate: an old voter whose node port runs mutual TLS
 // refuses it at once, and must count as alive, or recovery would split a cluster that still decides.
 func TestRecoveryProbeCountsAVoterBehindMutualTLSAsAlive(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := tlsutil.NewCA("test", 0, time.Now())
-	require.NoError(t, err)
-	p, err := tlsutil.NewCert(ca, tlsutil.CertRequest{NodeID: "n2"}, time.Now())
-	require.NoError(t, err)
-	f := tlsutil.Files{Cert: filepath.Join(dir, "n2.pem"), Key: filepath.Join(dir, "n2-key.pem"), CA: filepath.Join(dir, "ca.pem")}
-	require.NoError(t, os.WriteFile(f.Cert, p.Cert, 0o600))
-	require.NoError(t, os.WriteFile(f.Key, p.Key, 0o600))
-	require.NoError(t, os.WriteFile(f.CA, ca.Cert, 0o600))
-	src, err := tlsutil.Load(f, nil)
-	require.NoError(t, err)
+	src := tlstest.NodeCerts(t)("n2")
 	mux, err := transport.ListenTLS("127.0.0.1:0", "", src, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	defer mux.Close()

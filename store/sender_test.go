@@ -3,8 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -13,34 +11,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/raftkv/raftkv/fsm"
-	"github.com/raftkv/raftkv/tlsutil"
+	"github.com/raftkv/raftkv/tlsutil/tlstest"
 	"github.com/raftkv/raftkv/transport"
 )
-
-// peerTLSFor issues node certificates from one test CA and hands each node its Source.
-func peerTLSFor(t *testing.T) func(id string) *tlsutil.Source {
-	dir := t.TempDir()
-	ca, err := tlsutil.NewCA("test", 0, time.Now())
-	require.NoError(t, err)
-	caFile := filepath.Join(dir, "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, ca.Cert, 0o600))
-	return func(id string) *tlsutil.Source {
-		p, err := tlsutil.NewCert(ca, tlsutil.CertRequest{NodeID: id}, time.Now())
-		require.NoError(t, err)
-		f := tlsutil.Files{Cert: filepath.Join(dir, id+".pem"), Key: filepath.Join(dir, id+"-key.pem"), CA: caFile}
-		require.NoError(t, os.WriteFile(f.Cert, p.Cert, 0o600))
-		require.NoError(t, os.WriteFile(f.Key, p.Key, 0o600))
-		src, err := tlsutil.Load(f, nil)
-		require.NoError(t, err)
-		return src
-	}
-}
 
 // A member holds a certificate for its own id only: Raft traffic it sends claiming another member's id
 // (here an AppendEntries as the leader, with a higher term and a forged write committed at once) is
 // refused by the receiver before Raft sees it, and changes nothing.
 func TestRaftRequestsClaimingAnotherSenderThanTheCertificateAreRefused(t *testing.T) {
-	certs := peerTLSFor(t)
+	certs := tlstest.NodeCerts(t)
 	c := newTestCluster(t)
 	c.configure = func(id string, cfg *Config) { cfg.PeerTLS = certs(id) }
 	c.startCluster(3)

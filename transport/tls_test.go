@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,27 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/raftkv/raftkv/tlsutil"
+	"github.com/raftkv/raftkv/tlsutil/tlstest"
 )
-
-// testCA writes a CA into dir and returns a function that issues node id's TLS Source under it.
-func testCA(t *testing.T) func(id string) *tlsutil.Source {
-	t.Helper()
-	dir := t.TempDir()
-	ca, err := tlsutil.NewCA("test", 0, time.Now())
-	require.NoError(t, err)
-	caFile := filepath.Join(dir, "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, ca.Cert, 0o600))
-	return func(id string) *tlsutil.Source {
-		p, err := tlsutil.NewCert(ca, tlsutil.CertRequest{NodeID: id}, time.Now())
-		require.NoError(t, err)
-		f := tlsutil.Files{Cert: filepath.Join(dir, id+".pem"), Key: filepath.Join(dir, id+"-key.pem"), CA: caFile}
-		require.NoError(t, os.WriteFile(f.Cert, p.Cert, 0o600))
-		require.NoError(t, os.WriteFile(f.Key, p.Key, 0o600))
-		src, err := tlsutil.Load(f, nil)
-		require.NoError(t, err)
-		return src
-	}
-}
 
 func listenTLS(t *testing.T, id string, src *tlsutil.Source) *Mux {
 	t.Helper()
@@ -58,7 +37,7 @@ func serveCounting(t *testing.T, m *Mux) *atomic.Int64 {
 }
 
 func TestNodePortMutualTLSCarriesRaftAndRPCBetweenMembers(t *testing.T) {
-	issue := testCA(t)
+	issue := tlstest.NodeCerts(t)
 	n1, n2 := listenTLS(t, "n1", issue("n1")), listenTLS(t, "n2", issue("n2"))
 	calls := serveCounting(t, n1)
 
@@ -88,7 +67,7 @@ func TestNodePortMutualTLSCarriesRaftAndRPCBetweenMembers(t *testing.T) {
 }
 
 func TestNodePortMutualTLSRefusesWhoCannotProveTheTargetID(t *testing.T) {
-	issue := testCA(t)
+	issue := tlstest.NodeCerts(t)
 	n1 := listenTLS(t, "n1", issue("n1"))
 	calls := serveCounting(t, n1)
 	n2 := listenTLS(t, "n2", issue("n2"))
@@ -108,7 +87,7 @@ func TestNodePortMutualTLSRefusesWhoCannotProveTheTargetID(t *testing.T) {
 }
 
 func TestNodePortMutualTLSGivesNothingToAHostWithoutACertificateFromTheCA(t *testing.T) {
-	issue := testCA(t)
+	issue := tlstest.NodeCerts(t)
 	n1 := listenTLS(t, "n1", issue("n1"))
 	calls := serveCounting(t, n1)
 	raftConns := make(chan net.Conn, 4)
@@ -124,7 +103,7 @@ func TestNodePortMutualTLSGivesNothingToAHostWithoutACertificateFromTheCA(t *tes
 	addr := TargetAddr("n1", n1.Addr().String())
 
 	plain := listen(t) // no TLS at all: speaks the protocol bytes in the clear
-	rogueCA := testCA(t)
+	rogueCA := tlstest.NodeCerts(t)
 	otherCA := listenTLS(t, "n1", rogueCA("n1")) // TLS, a node certificate, but from another CA
 	for name, m := range map[string]*Mux{"plain": plain, "another CA": otherCA} {
 		rpc := NewRPCClient(m, time.Second)
@@ -164,7 +143,7 @@ func TestNodePortMutualTLSGivesNothingToAHostWithoutACertificateFromTheCA(t *tes
 }
 
 func TestListenTLSNeedsACertificateAndTheCA(t *testing.T) {
-	issue := testCA(t)
+	issue := tlstest.NodeCerts(t)
 	src := issue("n1")
 	caOnly, err := tlsutil.Load(tlsutil.Files{CA: src.Files().CA}, nil)
 	require.NoError(t, err)
